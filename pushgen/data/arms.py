@@ -1,0 +1,66 @@
+"""From validated arms to honest comparable texts: run-time filters on whole tests, then pooling of
+arms that show the same text (image variants) within a test."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pushgen.data.loading import DropLog
+from pushgen.data.text import normalise_key
+
+log = logging.getLogger(__name__)
+
+
+def exclude_time_window(arms: pd.DataFrame, start, end, drops: DropLog) -> pd.DataFrame:
+    """Drop every test that has an arm with time in [start, end] (e.g. a period when randomisation failed)."""
+    if "time" not in arms:
+        raise ValueError("data.exclude_time is set but no column is mapped to the role 'time' (data.columns.time)")
+    inside = arms["time"].between(start, end)
+    bad_tests = set(arms.loc[inside, "test_id"])
+    drop = arms["test_id"].isin(bad_tests)
+    drops.add(f"test in excluded time window [{start}, {end}]", len(bad_tests), unit="tests")
+    return arms[~drop].reset_index(drop=True)
+
+
+def sample_ratio_pvalues(arms: pd.DataFrame) -> pd.Series:
+    """Chi-square test per test that impressions were split evenly over its arms (sample-ratio mismatch)."""
+    def one(imps: pd.Series) -> float:
+        counts = imps.to_numpy(dtype=float)
+        if len(counts) < 2 or counts.sum() == 0:
+            return 1.0
+        return float(stats.chisquare(counts).pvalue)
+    return arms.groupby("test_id", sort=False)["impressions"].apply(one)
+
+
+def drop_sample_ratio_mismatch(arms: pd.DataFrame, alpha: float, drops: DropLog) -> pd.DataFrame:
+    pvals = sample_ratio_pvalues(arms)
+    bad = set(pvals.index[pvals < alpha])
+    drops.add(f"sample-ratio mismatch (chi-square p < {alpha})", len(bad), unit="tests")
+    return arms[~arms["test_id"].isin(bad)].reset_index(drop=True)
+
+
+def pool_arms(arms: pd.DataFrame) -> pd.DataFrame:
+    """One row per (test, normalised text): impressions and clicks summed over its arms.
+
+    The shown text is the most frequent cleaned spelling; ``n_arms`` says how many arms were pooled.
+    """
+    arms = arms.assign(key=[normalise_key(t) for t in arms["text"]])
+    agg = {
+        "text": ("text", lambda s: s.value_counts().index[0]),
+        "evidence": ("evidence", "first"),
+        "impressions": ("impressions", "sum"),
+        "clicks": ("clicks", "sum"),
+        "n_arms": ("text", "size"),
+        "source_rows": ("source_row", lambda s: ",".join(map(str, s))),
+    }
+    for role, how in (("time", "min"), ("category", "first"), ("first_place", "max")):
+        if role in arms:
+            agg[role] = (role, how)
+    pooled = arms.groupby(["test_id", "key"], sort=False).agg(**agg).reset_index()
+    pooled["ctr"] = pooled["clicks"] / pooled["impressions"].where(pooled["impressions"] > 0, np.nan)
+    log.info("pooled %d arms into %d texts in %d tests", len(arms), len(pooled), pooled["test_id"].nunique())
+    return pooled

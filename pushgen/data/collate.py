@@ -1,0 +1,85 @@
+"""Batches of preference pairs. Each distinct text in a batch is encoded once: the collator pads the
+unique texts and gives index vectors that pick the chosen and rejected scores out of one forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+PAIR_FIELDS = ("soft_label", "weight", "p_value", "ctr_diff")
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs, test_codes: np.ndarray | None = None):
+        self.chosen = pairs["chosen"].to_numpy(dtype=np.int64)
+        self.rejected = pairs["rejected"].to_numpy(dtype=np.int64)
+        self.fields = {f: pairs[f].to_numpy(dtype=np.float32) for f in PAIR_FIELDS}
+        self.test_codes = test_codes
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"chosen": self.chosen[i], "rejected": self.rejected[i], "index": i}
+        item.update({f: v[i] for f, v in self.fields.items()})
+        return item
+
+
+def pad_sequences(seqs: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if side == "left":
+            ids[row, width - len(seq):] = torch.as_tensor(seq)
+            mask[row, width - len(seq):] = 1
+        else:
+            ids[row, : len(seq)] = torch.as_tensor(seq)
+            mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+class PairCollator:
+    """Dynamic padding to the longest text in the batch."""
+
+    def __init__(self, token_ids: list[list[int]], pad_id: int, padding_side: str = "right"):
+        self.token_ids, self.pad_id, self.padding_side = token_ids, pad_id, padding_side
+
+    def __call__(self, items: list[dict]) -> dict:
+        chosen = np.array([it["chosen"] for it in items])
+        rejected = np.array([it["rejected"] for it in items])
+        unique, inverse = np.unique(np.concatenate([chosen, rejected]), return_inverse=True)
+        ids, mask = pad_sequences([self.token_ids[u] for u in unique], self.pad_id, self.padding_side)
+        n = len(items)
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "chosen_idx": torch.as_tensor(inverse[:n]), "rejected_idx": torch.as_tensor(inverse[n:]),
+                 "index": torch.as_tensor([it["index"] for it in items])}
+        for f in PAIR_FIELDS:
+            batch[f] = torch.as_tensor(np.array([it[f] for it in items], dtype=np.float32))
+        return batch
+
+
+class TestGroupedBatchSampler(Sampler[list[int]]):
+    __test__ = False  # "Test" here is an A/B test, not a pytest class
+    """Batches made of whole tests in a seeded random order: texts of one test are shared by its
+    pairs, so a batch encodes far fewer texts than 2 x pairs. Reshuffles at every pass."""
+
+    def __init__(self, test_codes: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        order = np.argsort(test_codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(test_codes[order])) + 1
+        self.groups = np.split(order, bounds)
+        self.passes = 0
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.passes])
+        self.passes += 1
+        groups = [self.groups[i] for i in rng.permutation(len(self.groups))] if self.shuffle else self.groups
+        flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+        for start in range(0, len(flat), self.batch_size):
+            yield flat[start: start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        n = sum(len(g) for g in self.groups)
+        return (n + self.batch_size - 1) // self.batch_size

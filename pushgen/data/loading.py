@@ -1,0 +1,185 @@
+"""Read an A/B log (Parquet, CSV or JSONL), map its columns to roles, and validate it.
+
+Every arm becomes one row of a canonical table with the columns of ``ROLES`` plus ``source_row``
+(the 0-based data row in the file). Problems raise :class:`DataError` naming the file, row and
+column, or, with ``on_invalid='drop'``, drop the row and count it under its rule in a :class:`DropLog`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pushgen.data.errors import DataError
+from pushgen.data.text import clean_text
+
+log = logging.getLogger(__name__)
+
+REQUIRED_ROLES = ("test_id", "text", "impressions", "clicks")
+OPTIONAL_ROLES = ("evidence", "category", "time", "image", "first_place")
+ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+class DropLog:
+    """Counts what each rule removed, in the order the rules ran, so nothing is dropped silently."""
+
+    def __init__(self) -> None:
+        self.counts: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, rule: str, n: int, unit: str = "rows") -> None:
+        key = f"{rule} ({unit})"
+        self.counts[key] = self.counts.get(key, 0) + int(n)
+        if n:
+            log.info("dropped %d %s: %s", n, unit, rule)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None) -> pd.DataFrame:
+    """Load a file into a DataFrame; unreadable files raise DataError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("the A/B log does not exist", path=str(path),
+                        hint=missing_hint or "point data.path=FILE at a Parquet, CSV or JSONL file")
+    if fmt == "auto":
+        fmt = FORMATS.get(path.suffix.lower(), "")
+        if not fmt:
+            raise DataError(f"cannot tell the format from the suffix '{path.suffix}'", path=str(path),
+                            hint="use a .parquet, .csv or .jsonl file, or set data.format=parquet|csv|jsonl")
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "csv":
+            return pd.read_csv(path, encoding="utf-8")
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"is not valid UTF-8 ({exc.reason} at byte {exc.start})", path=str(path),
+                        hint="re-save the file as UTF-8") from exc
+    except Exception as exc:  # each reader has its own exception zoo; the message is what matters
+        raise DataError(f"could not be read as {fmt}: {type(exc).__name__}: {exc}", path=str(path),
+                        hint="check that the file is complete and well-formed") from exc
+    raise DataError(f"unknown format '{fmt}'", path=str(path), hint="set data.format=parquet|csv|jsonl")
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str = "<table>",
+             on_invalid: str = "raise", require_evidence: bool = False,
+             drops: DropLog | None = None) -> pd.DataFrame:
+    """Map columns to roles and check every arm. Returns the canonical table."""
+    if on_invalid not in ("raise", "drop"):
+        raise DataError(f"data.on_invalid must be 'raise' or 'drop', got '{on_invalid}'")
+    drops = drops if drops is not None else DropLog()
+    unknown = set(columns) - set(ROLES)
+    if unknown:
+        raise DataError(f"unknown role(s) {sorted(unknown)} in data.columns; allowed: {list(ROLES)}")
+    if len(raw) == 0:
+        raise DataError("the table has no rows", path=path)
+
+    out = pd.DataFrame({"source_row": np.arange(len(raw))})
+    for role in ROLES:
+        col = columns.get(role)
+        if col is None:
+            if role in REQUIRED_ROLES:
+                raise DataError(f"no column is mapped to the required role '{role}'", path=path,
+                                hint=f"set data.columns.{role}=COLUMN")
+            continue
+        if col not in raw.columns:
+            raise DataError(f"missing column '{col}' (role '{role}'); the file has {list(map(str, raw.columns))}",
+                            path=path, column=col, hint=f"set data.columns.{role}= to the right column name")
+        out[role] = raw[col].to_numpy()
+
+    bad_rows: dict[str, np.ndarray] = {}
+
+    # Counts: present, integral, non-negative, clicks <= impressions.
+    for role in ("impressions", "clicks"):
+        values = pd.to_numeric(out[role], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+        if bad.any():
+            row = _first_bad(bad)
+            if on_invalid == "raise":
+                raise DataError(f"{role} must be a non-negative integer, got {raw[columns[role]].iloc[row]!r}",
+                                path=path, row=row, column=columns[role],
+                                hint="fix the row, or set data.on_invalid=drop to drop and count such rows")
+            bad_rows[f"{role} not a non-negative integer"] = bad
+        out[role] = np.where(bad, 0, values).astype(np.int64)
+    over = out["clicks"].to_numpy() > out["impressions"].to_numpy()
+    if over.any():
+        row = _first_bad(over)
+        if on_invalid == "raise":
+            raise DataError(f"clicks ({out['clicks'].iloc[row]}) exceed impressions ({out['impressions'].iloc[row]})",
+                            path=path, row=row, column=columns["clicks"],
+                            hint="clicks must be a subset of impressions; fix the row or set data.on_invalid=drop")
+        bad_rows["clicks above impressions"] = over
+
+    ids = out["test_id"]
+    bad = ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy()
+    if bad.any():
+        if on_invalid == "raise":
+            raise DataError("empty test id", path=path, row=_first_bad(bad), column=columns["test_id"],
+                            hint="every arm needs the id of its A/B test")
+        bad_rows["empty test id"] = bad
+    out["test_id"] = ids.astype(str).str.strip()
+
+    out["text"] = [clean_text(v) for v in out["text"]]
+    bad = (out["text"] == "").to_numpy()
+    if bad.any():
+        if on_invalid == "raise":
+            raise DataError("empty text after cleaning", path=path, row=_first_bad(bad), column=columns["text"],
+                            hint="every arm needs the text that was shown; or set data.on_invalid=drop")
+        bad_rows["empty text"] = bad
+
+    if "evidence" in out:
+        out["evidence"] = [clean_text(v) for v in out["evidence"]]
+        out = _fill_evidence_within_test(out)
+        missing = (out["evidence"] == "").to_numpy()
+        if missing.any():
+            if require_evidence:
+                if on_invalid == "raise":
+                    raise DataError("empty evidence text (none in any arm of this test)", path=path,
+                                    row=_first_bad(missing), column=columns["evidence"],
+                                    hint="set data.require_evidence=false to allow it, or data.on_invalid=drop")
+                bad_rows["empty evidence"] = missing
+            else:
+                log.warning("%d arm(s) have no evidence text in any arm of their test; they keep an empty one",
+                            int(missing.sum()))
+    else:
+        out["evidence"] = ""
+
+    if "category" in out:
+        out["category"] = [clean_text(v) for v in out["category"]]
+    if "first_place" in out:
+        out["first_place"] = out["first_place"].fillna(False).astype(bool)
+
+    if bad_rows:
+        keep = np.ones(len(out), dtype=bool)
+        for rule, mask in bad_rows.items():
+            drops.add(rule, int((mask & keep).sum()))
+            keep &= ~mask
+        out = out[keep].reset_index(drop=True)
+        if len(out) == 0:
+            raise DataError("no valid rows are left after dropping invalid ones", path=path,
+                            hint=f"rows dropped per rule: {drops.as_dict()}")
+    return out
+
+
+def _fill_evidence_within_test(table: pd.DataFrame) -> pd.DataFrame:
+    """Evidence describes the item, not the arm: an arm that lacks it borrows its test's."""
+    empty = table["evidence"] == ""
+    if not empty.any():
+        return table
+    known = table.loc[~empty].groupby("test_id")["evidence"].first()
+    filled = table.loc[empty, "test_id"].map(known).fillna("")
+    table = table.copy()
+    table.loc[empty, "evidence"] = filled
+    return table

@@ -1,0 +1,93 @@
+"""The data flow in one place: file -> validated arms -> filtered tests -> pooled texts -> split ->
+pairs. Each step is a small function elsewhere in this package; this module only orders them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms
+from pushgen.data.errors import DataError
+from pushgen.data.loading import DropLog, read_table, validate
+from pushgen.data.pairs import build_pairs, filter_pairs
+from pushgen.data.splits import SPLITS, assign_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    pooled: pd.DataFrame            # one row per (test, text), with its split
+    pairs: pd.DataFrame             # one row per preference pair, with its split
+    drops: DropLog
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.pairs[self.pairs["split"] == name].reset_index(drop=True)
+
+
+def _get(cfg: Mapping, key: str, default=None):
+    value = cfg.get(key, default) if cfg is not None else default
+    return default if value is None else value
+
+
+def load_arms(cfg: Mapping, drops: DropLog) -> pd.DataFrame:
+    """Read, validate and filter the arms named by a data config."""
+    path = str(cfg["path"])
+    raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"))
+    arms = validate(raw, dict(cfg["columns"]), path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
+                    require_evidence=bool(_get(cfg, "require_evidence", False)), drops=drops)
+    window = _get(cfg, "exclude_time")
+    if window is not None and window.get("start") is not None:
+        arms = exclude_time_window(arms, window["start"], window["end"], drops)
+    srm = _get(cfg, "srm")
+    if srm is not None and srm.get("enabled", False):
+        arms = drop_sample_ratio_mismatch(arms, float(srm["alpha"]), drops)
+    if len(arms) == 0:
+        raise DataError("no arms are left after the filters", path=path,
+                        hint=f"dropped per rule: {drops.as_dict()}; relax data.exclude_time / data.srm")
+    return arms
+
+
+def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> PreparedData:
+    """Run the data flow. ``whole_file_split='test'`` puts every test in that split (for eval.py)."""
+    drops = DropLog()
+    arms = load_arms(cfg, drops)
+    pooled = pool_arms(arms)
+    split_cfg = _get(cfg, "split", {})
+    if whole_file_split is not None:
+        pooled["split"] = whole_file_split
+    else:
+        side = assign_splits(pooled, float(_get(split_cfg, "val", 0.1)), float(_get(split_cfg, "test", 0.1)), seed)
+        pooled["split"] = pooled["test_id"].map(side).to_numpy()
+
+    pair_cfg = _get(cfg, "pairs", {})
+    pairs = build_pairs(pooled, weighting=_get(pair_cfg, "weighting", "uniform"), drops=drops)
+    pairs["split"] = pooled["split"].to_numpy()[pairs["chosen"].to_numpy()] if len(pairs) else []
+    min_imp = int(_get(pair_cfg, "min_impressions", 0))
+    # Label filters shape what the model learns from; evaluation keeps every pair (and reports the
+    # significant ones separately) unless filter_eval is set.
+    parts = []
+    for name in SPLITS:
+        part = pairs[pairs["split"] == name]
+        train_like = name == "train" or bool(_get(pair_cfg, "filter_eval", False))
+        parts.append(filter_pairs(part, min_impressions=min_imp,
+                                  max_pvalue=float(_get(pair_cfg, "max_pvalue", 1.0)) if train_like else 1.0,
+                                  fdr_q=_get(pair_cfg, "fdr_q") if train_like else None,
+                                  drops=drops, label=name))
+    pairs = pd.concat(parts, ignore_index=True)
+    if len(pairs) == 0:
+        raise DataError("no preference pairs could be built", path=str(cfg["path"]),
+                        hint=f"every test needs two different texts with different CTRs; dropped: {drops.as_dict()}")
+    stats = {
+        "arms": int(len(arms)), "texts": int(len(pooled)), "tests": int(pooled["test_id"].nunique()),
+        **{f"pairs_{s}": int((pairs["split"] == s).sum()) for s in SPLITS},
+        **{f"pairs_{s}_sig": int(((pairs["split"] == s) & (pairs["p_value"] < 0.05)).sum()) for s in SPLITS},
+        "dropped": drops.as_dict(),
+    }
+    log.info("data: %s", stats)
+    return PreparedData(pooled=pooled, pairs=pairs, drops=drops, stats=stats)

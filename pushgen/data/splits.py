@@ -1,0 +1,51 @@
+"""Leakage-safe splits: tests that share a normalised text or an evidence text are connected, and a
+whole connected group lands on one side. Groups are shuffled with the seed and fill test, val, train."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pushgen.data.text import normalise_key
+
+SPLITS = ("train", "val", "test")
+
+
+def leakage_groups(pooled: pd.DataFrame) -> pd.Series:
+    """Group id per test: connected components of the graph linking tests through shared keys."""
+    tests = pd.Index(pooled["test_id"].unique())
+    test_pos = tests.get_indexer(pooled["test_id"])
+    ev_keys = np.array([normalise_key(e) for e in pooled["evidence"]], dtype=object)
+    # Node set: tests, then every distinct text key, then every distinct non-empty evidence key.
+    text_codes, _ = pd.factorize(pooled["key"])
+    ev_codes, _ = pd.factorize(pd.Series(ev_keys).where(ev_keys != "", None))
+    n_t, n_k = len(tests), text_codes.max() + 1
+    rows = [test_pos, test_pos[ev_codes >= 0]]
+    cols = [n_t + text_codes, n_t + n_k + ev_codes[ev_codes >= 0]]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    n = n_t + n_k + max(ev_codes.max() + 1, 0)
+    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return pd.Series(labels[:n_t], index=tests, name="group")
+
+
+def assign_splits(pooled: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
+    """Split name per test id, with fractions measured in tests. seed=0 is a seed like any other."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"data.split fractions must satisfy 0 <= val, test and val + test < 1; got val={val}, test={test}")
+    groups = leakage_groups(pooled)
+    sizes = groups.value_counts()
+    order = np.random.default_rng(seed).permutation(sizes.index.to_numpy())
+    total = len(groups)
+    targets = {"test": test * total, "val": val * total}
+    side_of_group, filled = {}, {"test": 0, "val": 0}
+    for g in order:
+        # A group that would overshoot a side's target goes on to the next side, so one giant
+        # component can never become the whole test set.
+        side = next((s for s in ("test", "val") if filled[s] + sizes[g] <= targets[s]), "train")
+        side_of_group[g] = side
+        if side != "train":
+            filled[side] += sizes[g]
+    return groups.map(side_of_group).rename("split")

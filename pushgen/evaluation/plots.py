@@ -1,0 +1,63 @@
+"""Figures of a reward run, written as PNG (the caller also logs them to W&B)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def loss_curves(metrics_csv: str | Path, path: Path) -> Path | None:
+    """Train loss per logged step and validation loss at each validation, against the global step."""
+    metrics_csv = Path(metrics_csv)
+    if not metrics_csv.exists():
+        return None
+    df = pd.read_csv(metrics_csv)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col, label in (("train/loss_step", "train"), ("val/loss", "validation")):
+        if col in df:
+            part = df[["step", col]].dropna()
+            ax.plot(part["step"], part[col], marker="o" if label == "validation" else None, ms=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("pairwise loss")
+    ax.set_title("Reward model loss")
+    ax.legend()
+    return _save(fig, path)
+
+
+def score_histogram(chosen: np.ndarray, rejected: np.ndarray, path: Path, title: str = "held-out pairs") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.histogram_bin_edges(np.r_[chosen, rejected], bins=40)
+    ax.hist(chosen, bins=bins, alpha=0.6, label="chosen (higher CTR)")
+    ax.hist(rejected, bins=bins, alpha=0.6, label="rejected")
+    ax.set_xlabel("reward score")
+    ax.set_ylabel("texts")
+    ax.set_title(f"Reward scores, {title}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def bucket_accuracy(rows: list[tuple[str, int, float]], path: Path) -> Path:
+    labels = [f"{r[0]}\n(n={r[1]})" for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(len(rows)), [r[2] for r in rows])
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("CTR difference (chosen - rejected)")
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_title("Accuracy by CTR-difference bucket")
+    return _save(fig, path)

@@ -1,0 +1,50 @@
+"""LightningDataModule over prepared preference pairs and their pre-tokenised texts."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from pushgen.data.collate import PairCollator, PairDataset, TestGroupedBatchSampler
+
+
+class PairDataModule(L.LightningDataModule):
+    def __init__(self, splits: dict[str, pd.DataFrame], token_ids: list[list[int]], *, pad_id: int,
+                 padding_side: str = "right", batch_size: int = 32, eval_batch_size: int = 64,
+                 group_by_test: bool = True, seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.splits = splits
+        self.collate = PairCollator(token_ids, pad_id, padding_side)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.group_by_test, self.seed, self.num_workers = group_by_test, seed, num_workers
+        for name, part in splits.items():
+            if name in ("train", "val") and len(part) == 0:
+                raise ValueError(f"the {name} split has no pairs; lower data.split fractions or add data")
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        pairs = self.splits[name]
+        codes = pd.factorize(pairs["test_id"])[0]
+        ds = PairDataset(pairs)
+        batch = self.batch_size if train else self.eval_batch_size
+        if train and not self.group_by_test:
+            gen = torch.Generator().manual_seed(int(self.seed))
+            return DataLoader(ds, batch_size=batch, shuffle=True, generator=gen, collate_fn=self.collate,
+                              num_workers=self.num_workers)
+        # Evaluation also groups by test (unshuffled): shared texts are scored once.
+        sampler = TestGroupedBatchSampler(np.asarray(codes), batch, seed=int(self.seed), shuffle=train)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+    def predict_dataloader(self):
+        return self._loader("test", False)

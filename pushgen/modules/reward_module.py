@@ -1,0 +1,91 @@
+"""RewardModule: a reward model trained on preference pairs with a pairwise loss.
+
+The module builds its model from the backbone and reward configs it is given, so a checkpoint holds
+everything needed to rebuild it (``RewardModule.load_from_checkpoint(path)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from pushgen.evaluation.metrics import PairwiseMetrics
+from pushgen.losses import pairwise_loss
+from pushgen.models.build import build_reward_model
+
+
+class RewardModule(L.LightningModule):
+    def __init__(self, backbone: dict[str, Any], reward: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_reward_model(backbone, reward)
+        # from_pretrained leaves modules in eval mode, and Lightning keeps the modes it finds:
+        # without this, dropout would be silently off during training.
+        self.model.train()
+        self.loss_name = loss.get("name", "bradley_terry")
+        self.use_weights = bool(loss.get("use_weights", False))
+        self.metrics = torch.nn.ModuleDict({s: PairwiseMetrics() for s in ("val", "test")})
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask)
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        # Chosen and rejected texts go through the backbone together, each distinct text once.
+        scores = self(batch["input_ids"], batch["attention_mask"]).float()
+        chosen, rejected = scores[batch["chosen_idx"]], scores[batch["rejected_idx"]]
+        weight = batch["weight"] if self.use_weights else None
+        loss = pairwise_loss(self.loss_name, chosen - rejected, batch["soft_label"], weight)
+        n = len(chosen)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
+        if stage == "train":
+            self.log("train/acc", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=True,
+                     prog_bar=True, batch_size=n)
+        else:
+            self.metrics[stage].update(chosen, rejected, batch["p_value"])
+        return loss
+
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, _):
+        self._step(batch, "val")
+
+    def test_step(self, batch, _):
+        self._step(batch, "test")
+
+    def _log_metrics(self, stage: str) -> None:
+        values = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        for k, v in values.items():
+            self.log(f"{stage}/{k}", float(v), prog_bar=k in ("acc", "acc_sig"))
+
+    def on_validation_epoch_end(self):
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self):
+        self._log_metrics("test")
+
+    def predict_step(self, batch, _):
+        scores = self(batch["input_ids"], batch["attention_mask"]).float()
+        return {"index": batch["index"], "chosen": scores[batch["chosen_idx"]], "rejected": scores[batch["rejected_idx"]]}
+
+    def configure_optimizers(self):
+        cfg = self.hparams.optim
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(cfg.get("warmup_ratio", 0.1) * total)
+        sched = get_cosine_schedule_with_warmup(opt, warmup, max(total, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,181 @@
+"""The reward-model study as two functions that train.py / eval.py (and the tests) call.
+
+train: data -> pairs -> tokens -> fit -> best checkpoint -> held-out metrics, baselines, plots.
+evaluate: a trained checkpoint scores every pair of any A/B file with the same data rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from pushgen.data.pipeline import PreparedData, prepare
+from pushgen.data.splits import SPLITS
+from pushgen.data.tokenize import tokenize_texts
+from pushgen.evaluation import baselines, plots
+from pushgen.evaluation.metrics import accuracy_by_bucket
+from pushgen.modules.datamodule import PairDataModule
+from pushgen.modules.reward_module import RewardModule
+from pushgen.utils.config import to_plain
+from pushgen.utils.run import seed_everything, set_threads, write_json
+
+log = logging.getLogger(__name__)
+
+# Names that eval.py promises in metrics.json, mapped from the module's logged metric names.
+PUBLIC_NAMES = {"acc": "pair_acc", "acc_sig": "pair_acc_sig", "auc": "auc", "auc_sig": "auc_sig",
+                "margin": "margin", "margin_sig": "margin_sig", "reward_mean": "reward_mean",
+                "reward_std": "reward_std", "n": "n_pairs", "n_sig": "n_pairs_sig", "loss": "loss"}
+
+
+def _build_loggers(cfg: DictConfig, out: Path) -> list:
+    loggers: list = [CSVLogger(save_dir=str(out), name="csv", version="")]
+    for _, lg_cfg in (cfg.get("logger") or {}).items():
+        if lg_cfg is not None and "_target_" in lg_cfg:
+            loggers.append(hydra.utils.instantiate(lg_cfg))
+    return loggers
+
+
+def _build_callbacks(cfg: DictConfig) -> list:
+    return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+
+
+def _datamodule(cfg: DictConfig, prepared: PreparedData, module: RewardModule, splits=SPLITS) -> tuple[PairDataModule, dict]:
+    tok = module.tokenizer
+    reward = module.hparams.reward
+    token_ids, tstats = tokenize_texts(prepared.pooled, tok, max_length=int(reward.get("max_length", 64)),
+                                       use_evidence=bool(reward.get("use_evidence", False)), kind=module.model.kind,
+                                       cache_dir=Path(cfg.paths.cache_dir) / "tokenized")
+    dm = PairDataModule({s: prepared.split(s) for s in splits}, token_ids, pad_id=tok.pad_token_id,
+                        padding_side=tok.padding_side, batch_size=int(cfg.data.get("batch_size", 32)),
+                        eval_batch_size=int(cfg.data.get("eval_batch_size", 64)),
+                        group_by_test=bool(cfg.data.get("group_by_test", True)), seed=int(cfg.seed),
+                        num_workers=int(cfg.data.get("num_workers", 0)))
+    return dm, tstats
+
+
+def _public(metrics: dict[str, float], stage: str) -> dict[str, Any]:
+    out = {}
+    for key, value in metrics.items():
+        name = key.split("/", 1)[1] if key.startswith(f"{stage}/") else None
+        if name in PUBLIC_NAMES:
+            v = float(value)
+            out[PUBLIC_NAMES[name]] = int(v) if name in ("n", "n_sig") else v
+    return out
+
+
+def _score_pairs(trainer: L.Trainer, module: RewardModule, dm: PairDataModule) -> pd.DataFrame:
+    """Chosen and rejected scores of every held-out pair, in the split's pair order."""
+    batches = trainer.predict(module, dataloaders=dm.predict_dataloader())
+    index = torch.cat([b["index"] for b in batches]).numpy()
+    pairs = dm.splits["test"].copy()
+    pairs.loc[index, "score_chosen"] = torch.cat([b["chosen"] for b in batches]).numpy()
+    pairs.loc[index, "score_rejected"] = torch.cat([b["rejected"] for b in batches]).numpy()
+    return pairs
+
+
+def _figures(out: Path, scored: pd.DataFrame, loggers: list) -> dict[str, str]:
+    margin = (scored["score_chosen"] - scored["score_rejected"]).to_numpy()
+    figs = {
+        "loss_curves": plots.loss_curves(out / "csv" / "metrics.csv", out / "plots" / "loss_curves.png"),
+        "score_hist": plots.score_histogram(scored["score_chosen"].to_numpy(), scored["score_rejected"].to_numpy(),
+                                            out / "plots" / "score_hist.png"),
+        "acc_by_ctr_diff": plots.bucket_accuracy(accuracy_by_bucket(scored["ctr_diff"].to_numpy(), margin),
+                                                 out / "plots" / "acc_by_ctr_diff.png"),
+    }
+    figs = {k: v for k, v in figs.items() if v is not None}
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+            lg.experiment.log({f"plots/{k}": wandb.Image(str(v)) for k, v in figs.items()})
+    return {k: str(v) for k, v in figs.items()}
+
+
+def _resolve_ckpt(ckpt_path: str | None, out: Path) -> str | None:
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = out / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist; point hydra.run.dir at the "
+                                    "folder of the run to resume, or give ckpt_path=PATH")
+        return str(last)
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+    return str(ckpt_path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    set_threads(cfg.get("threads"))
+    seed_everything(cfg.seed)
+    prepared = prepare(cfg.data, seed=int(cfg.seed))
+    prepared.pairs.to_csv(out / "pairs.csv.gz", index=False)
+
+    module = RewardModule(backbone=to_plain(cfg.backbone), reward=to_plain(cfg.reward),
+                          loss=to_plain(cfg.loss), optim=to_plain(cfg.optim))
+    dm, tstats = _datamodule(cfg, prepared, module)
+    loggers = _build_loggers(cfg, out)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=_build_callbacks(cfg),
+                                                 default_root_dir=str(out))
+    trainer.fit(module, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), out))
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
+    metrics: dict[str, Any] = {"best_ckpt": best or None, "data": prepared.stats, "tokens": tstats,
+                               "val": _public({k: v for k, v in trainer.callback_metrics.items()}, "val")}
+    if cfg.get("test", True):
+        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None)[0]
+        metrics["test"] = _public(tested, "test")
+        scored = _score_pairs(trainer, module, dm)
+        scored.to_csv(out / "test_pair_scores.csv", index=False)
+        metrics["plots"] = _figures(out, scored, loggers)
+    if cfg.get("baselines", True):
+        train_pairs, test_pairs = prepared.split("train"), prepared.split("test")
+        metrics["baselines"] = {"longer_wins": baselines.longer_wins(test_pairs),
+                                "tfidf_logreg": baselines.tfidf_logreg(train_pairs, test_pairs, seed=int(cfg.seed))}
+    if cfg.task.get("export_model", False):
+        # `module` holds the best weights after trainer.test(ckpt_path=best).
+        module.model.save_pretrained(out / "reward_model")
+        metrics["reward_model"] = str(out / "reward_model")
+    write_json(out / "metrics.json", metrics)
+    _log_summary(metrics)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    set_threads(cfg.get("threads"))
+    seed_everything(cfg.seed)
+    ckpt = _resolve_ckpt(cfg.ckpt_path, out)
+    module = RewardModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    prepared = prepare(cfg.data, seed=int(cfg.seed), whole_file_split="test")
+    dm, tstats = _datamodule(cfg, prepared, module, splits=("test",))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_build_loggers(cfg, out), callbacks=[],
+                                                 default_root_dir=str(out))
+    tested = trainer.test(module, datamodule=dm)[0]
+    scored = _score_pairs(trainer, module, dm)
+    scored.to_csv(out / "pair_scores.csv", index=False)
+    metrics = {**_public(tested, "test"), "ckpt_path": ckpt, "data_path": str(cfg.data.path),
+               "data": prepared.stats, "tokens": tstats}
+    write_json(out / "metrics.json", metrics)
+    _log_summary(metrics)
+    return metrics
+
+
+def _log_summary(metrics: dict[str, Any]) -> None:
+    test = metrics.get("test", metrics)
+    line = ", ".join(f"{k}={test[k]:.4f}" for k in ("pair_acc", "pair_acc_sig", "auc") if k in test)
+    log.info("held-out: %s", line)
+    for name, b in (metrics.get("baselines") or {}).items():
+        log.info("baseline %s: pair_acc=%.4f pair_acc_sig=%.4f", name, b["pair_acc"], b["pair_acc_sig"])

@@ -1,0 +1,41 @@
+"""Config helpers: the `${pushgen.root:}` resolver, a printed config tree, and plain containers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("pushgen.root"):
+        OmegaConf.register_new_resolver("pushgen.root", lambda: str(REPO_ROOT))
+
+
+register_resolvers()
+
+
+def to_plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> str:
+    """Print the resolved config as a tree (rich) and save the same text in the run folder."""
+    import rich.syntax
+    import rich.tree
+    from rich.console import Console
+
+    tree = rich.tree.Tree("CONFIG")
+    for key, value in cfg.items():
+        branch = tree.add(str(key))
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    console = Console(record=True)
+    console.print(tree)
+    text = console.export_text()
+    if save_to is not None:
+        Path(save_to).write_text(text)
+    return text

@@ -1,0 +1,32 @@
+"""Train a reward model on A/B-test pairs: `python train.py [overrides]` (see conf/train.yaml).
+
+Examples:
+  python train.py                                  # MiniLM reward model on the Upworthy A/B tests
+  python train.py backbone=stories260k loss=soft_bce
+  python train.py -m loss=bradley_terry,soft_bce seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")  # no hub lookups unless the user asks for them
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from pushgen.utils.config import REPO_ROOT  # noqa: E402  (also registers the resolvers)
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from pushgen.tasks.entry import run_task
+    metrics = run_task(cfg, "train")
+    # A number for sweepers (Optuna): validation accuracy on significant pairs.
+    return (metrics.get("val") or {}).get("pair_acc_sig")
+
+
+if __name__ == "__main__":
+    main()
