@@ -101,3 +101,28 @@ def test_every_experiment_and_group_option_composes(config_name):
         else:
             cfg = compose(config_name="eval", overrides=["ckpt_path=x.ckpt"])
             assert cfg.ckpt_path == "x.ckpt"
+
+
+def test_missing_data_says_where_the_archive_comes_from(tmp_path):
+    from pushgen.data.errors import DataError
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"data.path={tmp_path}/absent.parquet"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")
+    with pytest.raises(DataError) as err:
+        run_task(cfg, "train")
+    msg = str(err.value)
+    assert "absent.parquet" in msg and "jd64p" in msg and "Matias" in msg and "data.path" in msg
+
+
+def test_a_finished_run_folder_is_never_overwritten(trained):
+    root, data, cfg, _ = trained
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        run_task(cfg, "train")
+
+
+def test_unknown_config_key_is_refused():
+    from hydra.errors import ConfigCompositionException
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="optim.lrr"):
+            compose(config_name="train", overrides=["optim.lrr=0.1"])

@@ -27,10 +27,15 @@ def loss_curves(metrics_csv: str | Path, path: Path) -> Path | None:
         return None
     df = pd.read_csv(metrics_csv)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for col, label in (("train/loss_step", "train"), ("val/loss", "validation")):
-        if col in df:
-            part = df[["step", col]].dropna()
-            ax.plot(part["step"], part[col], marker="o" if label == "validation" else None, ms=3, label=label)
+    if "train/loss_step" in df:
+        part = df[["step", "train/loss_step"]].dropna()
+        # Each logged train loss is one small batch: show it faintly, with a running mean on top.
+        ax.plot(part["step"], part["train/loss_step"], alpha=0.3, color="C0")
+        ax.plot(part["step"], part["train/loss_step"].rolling(10, min_periods=1).mean(), color="C0",
+                label="train (running mean of 10 logs)")
+    if "val/loss" in df:
+        part = df[["step", "val/loss"]].dropna()
+        ax.plot(part["step"], part["val/loss"], marker="o", ms=3, color="C1", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("pairwise loss")
     ax.set_title("Reward model loss")

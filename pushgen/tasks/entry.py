@@ -19,6 +19,10 @@ def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
     from pushgen.tasks import reward
 
     out = Path(cfg.paths.output_dir)
+    if (out / "metrics.json").exists() and not cfg.get("ckpt_path"):
+        # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
+        raise FileExistsError(f"{out} already holds a finished run (metrics.json); choose another "
+                              "hydra.run.dir, or resume it with ckpt_path=last")
     out.mkdir(parents=True, exist_ok=True)
     print_config_tree(cfg, save_to=out / "config_tree.txt")
     log.info("run folder: %s", out)
