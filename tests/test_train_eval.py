@@ -126,3 +126,16 @@ def test_unknown_config_key_is_refused():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="optim.lrr"):
             compose(config_name="train", overrides=["optim.lrr=0.1"])
+
+
+def test_lora_reward_run_checkpoint_evaluates(tmp_path):
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=15).to_parquet(data)
+    cfg = _cfg("train", tmp_path / "train", data,
+               ["backbone=tiny_qwen2", "reward.lora.enabled=true", "debug=fast", "logger=none", "test=false"])
+    metrics = run_task(cfg, "train")
+    ev = run_task(_cfg("eval", tmp_path / "eval", data, [f"ckpt_path={metrics['best_ckpt']}"]), "eval")
+    assert ev["n_pairs"] > 0 and 0.0 <= ev["pair_acc"] <= 1.0
+    import torch
+    state = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+    assert any("lora_A" in k for k in state) and "model.head.weight" in state
