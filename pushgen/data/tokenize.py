@@ -21,23 +21,25 @@ DECODER_TEMPLATE = "Item: {evidence}\nNotification: {text}"
 
 def _encode_batch(batch, tokenizer, max_length: int, use_evidence: bool, kind: str):
     texts, evidence = batch["text"], batch["evidence"]
-    if not use_evidence:
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        return {"input_ids": enc["input_ids"]}
-    if kind == "encoder":
-        enc = tokenizer(texts, evidence, truncation="only_second", max_length=max_length)
-        return {"input_ids": enc["input_ids"]}
-    # Decoder: fit the text whole, give the evidence what is left, cut the evidence at the end.
-    out = []
+    if not use_evidence or kind == "encoder":
+        enc = (tokenizer(texts, evidence, truncation="only_second", max_length=max_length) if use_evidence
+               else tokenizer(texts, truncation=True, max_length=max_length))
+        # A truncating tokenizer fills up to the limit exactly, so a full row is a cut row.
+        return {"input_ids": enc["input_ids"], "truncated": [len(x) >= max_length for x in enc["input_ids"]]}
+    # Decoder: fit the text whole, give the evidence what is left, cut the evidence at its end.
+    out, cut = [], []
     for text, ev in zip(texts, evidence):
         full = tokenizer(DECODER_TEMPLATE.format(evidence=ev, text=text))["input_ids"]
-        if len(full) > max_length:
+        shortened = len(full) > max_length
+        if shortened:
             ev_ids = tokenizer(ev, add_special_tokens=False)["input_ids"]
             keep = max(0, len(ev_ids) - (len(full) - max_length) - 2)
-            short = tokenizer.decode(ev_ids[:keep])
-            full = tokenizer(DECODER_TEMPLATE.format(evidence=short, text=text))["input_ids"][-max_length:]
+            full = tokenizer(DECODER_TEMPLATE.format(evidence=tokenizer.decode(ev_ids[:keep]), text=text))["input_ids"]
+            # Re-tokenising a cut can merge differently; the text is at the end, so keep the tail.
+            full = full[-max_length:]
         out.append(full)
-    return {"input_ids": out}
+        cut.append(shortened)
+    return {"input_ids": out, "truncated": cut}
 
 
 def tokenize_texts(pooled: pd.DataFrame, tokenizer, *, max_length: int, use_evidence: bool, kind: str,
@@ -56,10 +58,10 @@ def tokenize_texts(pooled: pd.DataFrame, tokenizer, *, max_length: int, use_evid
                      cache_file_name=cache_file, load_from_cache_file=cache_file is not None,
                      num_proc=num_proc, desc="tokenising texts")
     ids = encoded["input_ids"]
-    at_limit = sum(len(x) >= max_length for x in ids)
-    stats = {"texts": len(ids), "at_max_length": int(at_limit), "max_length": max_length,
+    truncated = int(sum(encoded["truncated"]))
+    stats = {"texts": len(ids), "truncated": truncated, "max_length": max_length,
              "mean_tokens": float(sum(map(len, ids)) / max(len(ids), 1))}
-    if at_limit:
-        log.warning("%d of %d inputs reached max_length=%d and were truncated (%s); raise data.max_length to keep more",
-                    at_limit, len(ids), max_length, "evidence shortened" if use_evidence else "text cut")
+    if truncated:
+        log.warning("%d of %d inputs were truncated to max_length=%d (%s); raise reward.max_length to keep more",
+                    truncated, len(ids), max_length, "evidence shortened" if use_evidence else "text cut")
     return ids, stats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -9,6 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from pushgen.data.collate import PairCollator, PairDataset, TestGroupedBatchSampler
+
+
+# Our batch sampler yields every index exactly once (tested); Lightning cannot know that and warns.
+warnings.filterwarnings("ignore", message=".*custom batch sampler.*", category=UserWarning)
 
 
 class PairDataModule(L.LightningDataModule):

@@ -13,7 +13,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from pushgen.evaluation.metrics import PairwiseMetrics
-from pushgen.losses import pairwise_loss
+from pushgen.losses import LOSSES, pairwise_loss
 from pushgen.models.build import build_reward_model
 
 
@@ -26,6 +26,8 @@ class RewardModule(L.LightningModule):
         # without this, dropout would be silently off during training.
         self.model.train()
         self.loss_name = loss.get("name", "bradley_terry")
+        if self.loss_name not in LOSSES:
+            raise ValueError(f"loss.name must be one of {sorted(LOSSES)}, got '{self.loss_name}'")
         self.use_weights = bool(loss.get("use_weights", False))
         self.metrics = torch.nn.ModuleDict({s: PairwiseMetrics() for s in ("val", "test")})
 

@@ -117,11 +117,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)
-    prepared = prepare(cfg.data, seed=int(cfg.seed))
-    prepared.pairs.to_csv(out / "pairs.csv.gz", index=False)
-
+    # The model first: a bad backbone or loss setting fails in seconds, before the data is read.
     module = RewardModule(backbone=to_plain(cfg.backbone), reward=to_plain(cfg.reward),
                           loss=to_plain(cfg.loss), optim=to_plain(cfg.optim))
+    prepared = prepare(cfg.data, seed=int(cfg.seed))
+    prepared.pairs.to_csv(out / "pairs.csv.gz", index=False)
     dm, tstats = _datamodule(cfg, prepared, module)
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
