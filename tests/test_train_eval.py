@@ -139,3 +139,20 @@ def test_lora_reward_run_checkpoint_evaluates(tmp_path):
     import torch
     state = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)["state_dict"]
     assert any("lora_A" in k for k in state) and "model.head.weight" in state
+
+
+def test_a_failing_run_still_closes_its_wandb_run(tmp_path, monkeypatch):
+    import wandb
+    from pushgen.modules.reward_module import RewardModule
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=15).to_parquet(data)
+    cfg = _cfg("train", tmp_path / "train", data, ["backbone=tiny_llama", "debug=fast", "logger=wandb"])
+
+    def boom(self, batch, _):
+        assert wandb.run is not None            # the run was open when training failed
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(RewardModule, "training_step", boom)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run_task(cfg, "train")
+    assert wandb.run is None

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.utilities import dim_zero_cat
 
 SIG_LEVEL = 0.05
 
@@ -51,8 +52,10 @@ class PairwiseMetrics(Metric):
         self.p_value.append(p_value.detach().float())
 
     def compute(self) -> dict[str, float]:
-        cat = lambda xs: torch.cat(xs) if isinstance(xs, list) and xs else (xs if torch.is_tensor(xs) else torch.zeros(0))
-        c, r, p = cat(self.chosen), cat(self.rejected), cat(self.p_value)
+        if isinstance(self.chosen, list) and not self.chosen:
+            c = r = p = torch.zeros(0)
+        else:
+            c, r, p = (dim_zero_cat(x) for x in (self.chosen, self.rejected, self.p_value))
         out = pairwise_summary(c, r)
         sig = p < SIG_LEVEL
         out.update({f"{k}_sig": v for k, v in pairwise_summary(c[sig], r[sig]).items()})

@@ -132,8 +132,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_cb = trainer.checkpoint_callback
     best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
+    # Validation metrics of the checkpoint that was kept, not of the last validation.
+    # A logger-free trainer, so this extra pass does not add a point to the validation curve.
+    quiet: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                                               default_root_dir=str(out))
+    validated = quiet.validate(module, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
     metrics: dict[str, Any] = {"best_ckpt": best or None, "data": prepared.stats, "tokens": tstats,
-                               "val": _public({k: v for k, v in trainer.callback_metrics.items()}, "val")}
+                               "val": _public(validated, "val")}
     if cfg.get("test", True):
         tested = trainer.test(module, datamodule=dm, ckpt_path=best or None)[0]
         metrics["test"] = _public(tested, "test")
