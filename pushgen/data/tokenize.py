@@ -50,7 +50,9 @@ def tokenize_texts(pooled: pd.DataFrame, tokenizer, *, max_length: int, use_evid
     settings = (max_length, use_evidence, kind, tokenizer.name_or_path, len(tokenizer), DECODER_TEMPLATE)
     cache_file = None
     if cache_dir is not None:
-        key = Hasher.hash((Hasher.hash(table.to_numpy().tolist()), Hasher.hash(tokenizer), settings))
+        # The encoder function's own code is part of the key: changing it must never reuse old files.
+        key = Hasher.hash((Hasher.hash(table.to_numpy().tolist()), Hasher.hash(tokenizer), settings,
+                           Hasher.hash(_encode_batch)))
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = str(Path(cache_dir) / f"tokens-{key}.arrow")
     encoded = ds.map(_encode_batch, batched=True, batch_size=1000, remove_columns=["text", "evidence"],

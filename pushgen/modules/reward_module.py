@@ -29,7 +29,8 @@ class RewardModule(L.LightningModule):
         if self.loss_name not in LOSSES:
             raise ValueError(f"loss.name must be one of {sorted(LOSSES)}, got '{self.loss_name}'")
         self.use_weights = bool(loss.get("use_weights", False))
-        self.metrics = torch.nn.ModuleDict({s: PairwiseMetrics() for s in ("val", "test")})
+        # Keys carry a suffix: a ModuleDict key "train" would clash with nn.Module.train.
+        self.metrics = torch.nn.ModuleDict({f"{s}_pairs": PairwiseMetrics() for s in ("train", "val", "test")})
 
     @property
     def tokenizer(self):
@@ -47,10 +48,9 @@ class RewardModule(L.LightningModule):
         n = len(chosen)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
         if stage == "train":
-            self.log("train/acc", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=True,
+            self.log("train/acc_step", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=False,
                      prog_bar=True, batch_size=n)
-        else:
-            self.metrics[stage].update(chosen, rejected, batch["p_value"])
+        self.metrics[f"{stage}_pairs"].update(chosen, rejected, batch["p_value"])
         return loss
 
     def training_step(self, batch, _):
@@ -63,10 +63,13 @@ class RewardModule(L.LightningModule):
         self._step(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
-        values = self.metrics[stage].compute()
-        self.metrics[stage].reset()
+        values = self.metrics[f"{stage}_pairs"].compute()
+        self.metrics[f"{stage}_pairs"].reset()
         for k, v in values.items():
             self.log(f"{stage}/{k}", float(v), prog_bar=k in ("acc", "acc_sig"))
+
+    def on_train_epoch_end(self):
+        self._log_metrics("train")
 
     def on_validation_epoch_end(self):
         self._log_metrics("val")
