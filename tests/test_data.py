@@ -82,6 +82,30 @@ def test_truncated_parquet_and_bad_encoding_give_clear_errors(tmp_path, ab_file)
         read_table(latin)
 
 
+def test_non_utf8_error_gives_the_real_byte_and_line(tmp_path):
+    path = tmp_path / "late.csv"
+    head = "test,headline\n" + "".join(f"t{i},plain text {i}\n" for i in range(5000))
+    path.write_bytes(head.encode() + "t9,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"at byte {len(head.encode()) + 6}, line 5002"):
+        read_table(path)
+
+
+def test_text_time_column_with_numeric_window_is_a_clear_error():
+    arms = validate(ab_table().assign(week=lambda d: "2014-W" + d["week"].astype(str)), COLUMNS)
+    with pytest.raises(DataError, match="data.exclude_time=null"):
+        exclude_time_window(arms, 201326, 201402, DropLog())
+
+
+def test_texts_nobody_saw_are_dropped_and_counted(tmp_path):
+    df = ab_table()
+    df.loc[df["headline"].str.contains("Story 0 headline version 2"), ["imps", "clicks"]] = 0
+    path = tmp_path / "zero.parquet"
+    df.to_parquet(path)
+    prepared = prepare(data_cfg(path), seed=0)
+    assert prepared.drops.as_dict()["text with 0 impressions (no CTR) (texts)"] == 1
+    assert prepared.pairs[["chosen_ctr", "rejected_ctr", "p_value", "soft_label"]].notna().all().all()
+
+
 def test_csv_and_jsonl_load_like_parquet(tmp_path):
     df = ab_table()
     df.to_csv(tmp_path / "a.csv", index=False)

@@ -61,7 +61,7 @@ def test_train_writes_metrics_checkpoint_plots_and_closes_wandb(trained):
 def test_training_lowers_the_loss(trained):
     import pandas as pd
     root, *_ = trained
-    log = pd.read_csv(root / "train" / "csv" / "metrics.csv")
+    log = pd.read_csv(root / "train" / "csv" / "version_0" / "metrics.csv")
     epochs = log["train/loss_epoch"].dropna().to_numpy()
     assert len(epochs) == 3 and epochs[-1] < epochs[0]
 
@@ -94,7 +94,7 @@ def test_every_experiment_and_group_option_composes(config_name):
     groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in (REPO / "conf").iterdir() if p.is_dir()}
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         if config_name == "train":
-            for group in ("experiment", "backbone", "loss", "logger", "debug", "trainer", "callbacks"):
+            for group in ("experiment", "backbone", "loss", "logger", "debug", "trainer", "callbacks", "data"):
                 for option in groups.get(group, []):
                     cfg = compose(config_name="train", overrides=[f"{group}={option}"])
                     assert cfg.data.columns.text
@@ -116,9 +116,36 @@ def test_missing_data_says_where_the_archive_comes_from(tmp_path):
 
 
 def test_a_finished_run_folder_is_never_overwritten(trained):
-    root, data, cfg, _ = trained
+    root, data, cfg, metrics = trained
+    before = (root / "train" / "metrics.json").read_text()
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         run_task(cfg, "train")
+    # eval.py pointed at a training folder is refused too, before it writes anything
+    ev = _cfg("eval", root / "train", data, [f"ckpt_path={metrics['best_ckpt']}"])
+    with pytest.raises(FileExistsError):
+        run_task(ev, "eval")
+    assert (root / "train" / "metrics.json").read_text() == before
+
+
+def test_hydra_callback_refuses_a_used_folder_before_hydra_writes_to_it(tmp_path):
+    from omegaconf import OmegaConf
+    from pushgen.utils.guard import RefuseUsedRunDir
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    cfg = lambda job, ckpt: OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path)}, "job": {"name": job}},
+                                             "ckpt_path": ckpt})
+    with pytest.raises(FileExistsError, match="unfinished run"):
+        RefuseUsedRunDir().on_run_start(cfg("train", None))
+    RefuseUsedRunDir().on_run_start(cfg("train", "last"))          # resuming is allowed
+    with pytest.raises(FileExistsError):
+        RefuseUsedRunDir().on_run_start(cfg("eval", "x.ckpt"))
+
+
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    data = tmp_path / "ab.csv"
+    ab_table(n_tests=4).to_csv(data, index=False)
+    with pytest.raises(ValueError, match="not a pushgen reward checkpoint"):
+        run_task(_cfg("eval", tmp_path / "eval", data, [f"ckpt_path={data}"]), "eval")
 
 
 def test_unknown_config_key_is_refused():

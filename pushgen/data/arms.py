@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pushgen.data.errors import DataError
 from pushgen.data.loading import DropLog
 from pushgen.data.text import normalise_key
 
@@ -18,8 +19,14 @@ log = logging.getLogger(__name__)
 def exclude_time_window(arms: pd.DataFrame, start, end, drops: DropLog) -> pd.DataFrame:
     """Drop every test that has an arm with time in [start, end] (e.g. a period when randomisation failed)."""
     if "time" not in arms:
-        raise ValueError("data.exclude_time is set but no column is mapped to the role 'time' (data.columns.time)")
-    inside = arms["time"].between(start, end)
+        raise DataError("data.exclude_time is set but no column is mapped to the role 'time'",
+                        hint="map it with data.columns.time=COLUMN, or turn the filter off with data.exclude_time=null")
+    try:
+        inside = arms["time"].between(start, end)
+    except TypeError as exc:
+        raise DataError(f"the time column cannot be compared with data.exclude_time [{start!r}, {end!r}] ({exc})",
+                        column="time", hint="give start/end of the same type as the column (e.g. 201326), "
+                                            "or set data.exclude_time=null") from exc
     bad_tests = set(arms.loc[inside, "test_id"])
     drop = arms["test_id"].isin(bad_tests)
     drops.add(f"test in excluded time window [{start}, {end}]", len(bad_tests), unit="tests")

@@ -61,8 +61,15 @@ def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = N
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"is not valid UTF-8 ({exc.reason} at byte {exc.start})", path=str(path),
-                        hint="re-save the file as UTF-8") from exc
+        # The reader decodes in chunks, so its offset is chunk-relative: find the real one.
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = f"({exc.reason})"
+        except UnicodeDecodeError as whole:
+            line = raw.count(b"\n", 0, whole.start) + 1
+            where = f"({whole.reason} at byte {whole.start}, line {line})"
+        raise DataError(f"is not valid UTF-8 {where}", path=str(path), hint="re-save the file as UTF-8") from exc
     except Exception as exc:  # each reader has its own exception zoo; the message is what matters
         raise DataError(f"could not be read as {fmt}: {type(exc).__name__}: {exc}", path=str(path),
                         hint="check that the file is complete and well-formed") from exc
@@ -96,7 +103,9 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
             continue
         if col not in raw.columns:
             raise DataError(f"missing column '{col}' (role '{role}'); the file has {list(map(str, raw.columns))}",
-                            path=path, column=col, hint=f"set data.columns.{role}= to the right column name")
+                            path=path, column=col,
+                            hint=(f"set data.columns.{role}= to the right column name"
+                                  + ("" if role in REQUIRED_ROLES else f", or data.columns.{role}=null if the file has none")))
         out[role] = raw[col].to_numpy()
 
     bad_rows: dict[str, np.ndarray] = {}
@@ -108,7 +117,9 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
         if bad.any():
             row = _first_bad(bad)
             if on_invalid == "raise":
-                raise DataError(f"{role} must be a non-negative integer, got {raw[columns[role]].iloc[row]!r}",
+                value = raw[columns[role]].iloc[row]
+                value = value.item() if hasattr(value, "item") else value
+                raise DataError(f"{role} must be a non-negative integer, got {value!r}",
                                 path=path, row=row, column=columns[role],
                                 hint="fix the row, or set data.on_invalid=drop to drop and count such rows")
             bad_rows[f"{role} not a non-negative integer"] = bad
@@ -117,7 +128,7 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
     if over.any():
         row = _first_bad(over)
         if on_invalid == "raise":
-            raise DataError(f"clicks ({out['clicks'].iloc[row]}) exceed impressions ({out['impressions'].iloc[row]})",
+            raise DataError(f"clicks ({int(out['clicks'].iloc[row])}) exceed impressions ({int(out['impressions'].iloc[row])})",
                             path=path, row=row, column=columns["clicks"],
                             hint="clicks must be a subset of impressions; fix the row or set data.on_invalid=drop")
         bad_rows["clicks above impressions"] = over
@@ -127,7 +138,7 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
     if bad.any():
         if on_invalid == "raise":
             raise DataError("empty test id", path=path, row=_first_bad(bad), column=columns["test_id"],
-                            hint="every arm needs the id of its A/B test")
+                            hint="every arm needs the id of its A/B test; or set data.on_invalid=drop")
         bad_rows["empty test id"] = bad
     out["test_id"] = ids.astype(str).str.strip()
 

@@ -58,11 +58,15 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
     drops = DropLog()
     arms = load_arms(cfg, drops)
     pooled = pool_arms(arms)
+    unseen = pooled["impressions"] == 0
+    drops.add("text with 0 impressions (no CTR)", int(unseen.sum()), unit="texts")
+    pooled = pooled[~unseen].reset_index(drop=True)
     split_cfg = _get(cfg, "split", {})
     if whole_file_split is not None:
         pooled["split"] = whole_file_split
     else:
-        side = assign_splits(pooled, float(_get(split_cfg, "val", 0.1)), float(_get(split_cfg, "test", 0.1)), seed)
+        split_seed = int(_get(split_cfg, "seed", seed))  # fix it to compare model seeds on one test set
+        side = assign_splits(pooled, float(_get(split_cfg, "val", 0.1)), float(_get(split_cfg, "test", 0.1)), split_seed)
         pooled["split"] = pooled["test_id"].map(side).to_numpy()
 
     pair_cfg = _get(cfg, "pairs", {})

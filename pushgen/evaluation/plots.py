@@ -20,12 +20,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def loss_curves(metrics_csv: str | Path, path: Path) -> Path | None:
+def read_metrics(csv_dir: str | Path) -> pd.DataFrame:
+    """All metrics a run logged, across its csv/version_N folders (one per start or resume)."""
+    files = sorted(Path(csv_dir).glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    frames = [pd.read_csv(f) for f in files if f.stat().st_size > 0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def loss_curves(csv_dir: str | Path, path: Path) -> Path | None:
     """Train loss per logged step and validation loss at each validation, against the global step."""
-    metrics_csv = Path(metrics_csv)
-    if not metrics_csv.exists():
+    df = read_metrics(csv_dir)
+    if df.empty or "step" not in df:
         return None
-    df = pd.read_csv(metrics_csv)
     fig, ax = plt.subplots(figsize=(6, 4))
     if "train/loss_step" in df:
         part = df[["step", "train/loss_step"]].dropna()

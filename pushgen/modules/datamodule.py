@@ -27,8 +27,11 @@ class PairDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_test, self.seed, self.num_workers = group_by_test, seed, num_workers
         for name, part in splits.items():
-            if name in ("train", "val") and len(part) == 0:
-                raise ValueError(f"the {name} split has no pairs; lower data.split fractions or add data")
+            if len(part) == 0:
+                hint = ("raise data.split.val / data.split.test (fractions of tests)" if name != "train"
+                        else "lower data.split.val / data.split.test")
+                raise ValueError(f"the {name} split has no pairs; {hint}, or add data"
+                                 + (", or set test=false" if name == "test" else ""))
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         pairs = self.splits[name]

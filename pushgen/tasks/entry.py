@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pushgen.utils.config import print_config_tree
+from pushgen.utils.guard import check_run_dir
 from pushgen.utils.run import closing_loggers
 
 log = logging.getLogger(__name__)
@@ -18,17 +19,18 @@ log = logging.getLogger(__name__)
 def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
     from pushgen.tasks import reward
 
+    if which not in ("train", "eval"):
+        raise ValueError(f"unknown task '{which}'")
     out = Path(cfg.paths.output_dir)
-    if (out / "metrics.json").exists() and not cfg.get("ckpt_path"):
-        # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
-        raise FileExistsError(f"{out} already holds a finished run (metrics.json); choose another "
-                              "hydra.run.dir, or resume it with ckpt_path=last")
+    # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
+    check_run_dir(out, resuming=which == "train" and bool(cfg.get("ckpt_path")))
     out.mkdir(parents=True, exist_ok=True)
     print_config_tree(cfg, save_to=out / "config_tree.txt")
     log.info("run folder: %s", out)
     with closing_loggers():
-        if which == "train":
-            return reward.train(cfg)
-        if which == "eval":
-            return reward.evaluate(cfg)
-        raise ValueError(f"unknown task '{which}'")
+        try:
+            return reward.train(cfg) if which == "train" else reward.evaluate(cfg)
+        except Exception:
+            # The cause goes into the run folder's log too, not only to the terminal.
+            log.exception("%s failed", which)
+            raise

@@ -37,7 +37,8 @@ PUBLIC_NAMES = {"acc": "pair_acc", "acc_sig": "pair_acc_sig", "auc": "auc", "auc
 
 
 def _build_loggers(cfg: DictConfig, out: Path) -> list:
-    loggers: list = [CSVLogger(save_dir=str(out), name="csv", version="")]
+    # A new csv/version_N per (re)start: a resumed run keeps the history it logged before.
+    loggers: list = [CSVLogger(save_dir=str(out), name="csv")]
     for _, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is not None and "_target_" in lg_cfg:
             loggers.append(hydra.utils.instantiate(lg_cfg))
@@ -85,7 +86,7 @@ def _score_pairs(trainer: L.Trainer, module: RewardModule, dm: PairDataModule) -
 def _figures(out: Path, scored: pd.DataFrame, loggers: list) -> dict[str, str]:
     margin = (scored["score_chosen"] - scored["score_rejected"]).to_numpy()
     figs = {
-        "loss_curves": plots.loss_curves(out / "csv" / "metrics.csv", out / "plots" / "loss_curves.png"),
+        "loss_curves": plots.loss_curves(out / "csv", out / "plots" / "loss_curves.png"),
         "score_hist": plots.score_histogram(scored["score_chosen"].to_numpy(), scored["score_rejected"].to_numpy(),
                                             out / "plots" / "score_hist.png"),
         "acc_by_ctr_diff": plots.bucket_accuracy(accuracy_by_bucket(scored["ctr_diff"].to_numpy(), margin),
@@ -105,8 +106,8 @@ def _resolve_ckpt(ckpt_path: str | None, out: Path) -> str | None:
     if ckpt_path == "last":
         last = out / "checkpoints" / "last.ckpt"
         if not last.exists():
-            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist; point hydra.run.dir at the "
-                                    "folder of the run to resume, or give ckpt_path=PATH")
+            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist; to resume a training run, "
+                                    "give hydra.run.dir=<its folder>; otherwise give ckpt_path=PATH")
         return str(last)
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
@@ -122,7 +123,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                           loss=to_plain(cfg.loss), optim=to_plain(cfg.optim))
     prepared = prepare(cfg.data, seed=int(cfg.seed))
     prepared.pairs.to_csv(out / "pairs.csv.gz", index=False)
-    dm, tstats = _datamodule(cfg, prepared, module)
+    wanted = ("train", "val", "test") if cfg.get("test", True) else ("train", "val")
+    dm, tstats = _datamodule(cfg, prepared, module, splits=wanted)
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -162,8 +164,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)
+    if cfg.ckpt_path == "last":
+        raise ValueError("eval.py needs ckpt_path=PATH to a .ckpt file (e.g. <train run>/checkpoints/last.ckpt)")
     ckpt = _resolve_ckpt(cfg.ckpt_path, out)
-    module = RewardModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    try:
+        module = RewardModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a CSV, a truncated file, another framework's checkpoint...
+        raise ValueError(f"ckpt_path={ckpt} is not a pushgen reward checkpoint ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); use a .ckpt from a train.py run folder's checkpoints/") from exc
     prepared = prepare(cfg.data, seed=int(cfg.seed), whole_file_split="test")
     dm, tstats = _datamodule(cfg, prepared, module, splits=("test",))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_build_loggers(cfg, out), callbacks=[],

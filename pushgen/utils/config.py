@@ -19,7 +19,8 @@ register_resolvers()
 
 
 def to_plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    # throw_on_missing: a required value left as ??? fails here, naming its key, not deep in a library.
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> str:
@@ -33,9 +34,11 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> str:
         branch = tree.add(str(key))
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
-    console = Console(record=True)
+    console = Console(record=True, width=200)
     console.print(tree)
     text = console.export_text()
     if save_to is not None:
         Path(save_to).write_text(text)
+        # The resolved config as YAML (Hydra's .hydra/config.yaml keeps the interpolations).
+        Path(save_to).with_name("config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return text
