@@ -57,7 +57,6 @@ def pool_arms(arms: pd.DataFrame) -> pd.DataFrame:
     """
     arms = arms.assign(key=[normalise_key(t) for t in arms["text"]])
     agg = {
-        "text": ("text", lambda s: s.value_counts().index[0]),
         "evidence": ("evidence", "first"),
         "impressions": ("impressions", "sum"),
         "clicks": ("clicks", "sum"),
@@ -68,6 +67,10 @@ def pool_arms(arms: pd.DataFrame) -> pd.DataFrame:
         if role in arms:
             agg[role] = (role, how)
     pooled = arms.groupby(["test_id", "key"], sort=False).agg(**agg).reset_index()
+    # The most frequent spelling per text (first seen on a tie), without a Python call per group.
+    spelling = (arms.groupby(["test_id", "key", "text"], sort=False).size().rename("n").reset_index()
+                .sort_values("n", ascending=False, kind="stable").drop_duplicates(["test_id", "key"]))
+    pooled = pooled.merge(spelling[["test_id", "key", "text"]], on=["test_id", "key"], how="left", validate="1:1")
     pooled["ctr"] = pooled["clicks"] / pooled["impressions"].where(pooled["impressions"] > 0, np.nan)
     log.info("pooled %d arms into %d texts in %d tests", len(arms), len(pooled), pooled["test_id"].nunique())
     return pooled
