@@ -183,3 +183,22 @@ def test_a_failing_run_still_closes_its_wandb_run(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_task(cfg, "train")
     assert wandb.run is None
+
+
+def test_an_interrupted_run_resumes_from_last_and_keeps_its_history(tmp_path):
+    import pandas as pd
+    import torch
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=15).to_parquet(data)
+    common = ["backbone=tiny_llama", "logger=csv", "baselines=false", "test=false", "trainer.val_check_interval=1.0",
+              "data.batch_size=4", "trainer.log_every_n_steps=1"]
+    run_task(_cfg("train", tmp_path / "run", data, common + ["trainer.max_epochs=1"]), "train")
+    (tmp_path / "run" / "metrics.json").unlink()          # as if it had died before finishing
+    first_steps = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    run_task(_cfg("train", tmp_path / "run", data, common + ["trainer.max_epochs=2", "ckpt_path=last"]), "train")
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first_steps > 1 and final["global_step"] == 2 * first_steps          # it continued, not restarted
+    old = pd.read_csv(tmp_path / "run" / "csv" / "version_0" / "metrics.csv")
+    new = pd.read_csv(tmp_path / "run" / "csv" / "version_1" / "metrics.csv")
+    # the first part's history is still there, and the second part carries on from its last step
+    assert old["step"].min() == 0 and old["step"].max() < first_steps <= new["step"].min() + 1
