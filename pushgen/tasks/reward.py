@@ -41,8 +41,19 @@ def _build_loggers(cfg: DictConfig, out: Path) -> list:
     loggers: list = [CSVLogger(save_dir=str(out), name="csv")]
     for _, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is not None and "_target_" in lg_cfg:
-            loggers.append(hydra.utils.instantiate(lg_cfg))
+            extra = {"name": _run_name(cfg)} if "name" in lg_cfg else {}
+            loggers.append(hydra.utils.instantiate(lg_cfg, **extra))
     return loggers
+
+
+def _run_name(cfg: DictConfig) -> str:
+    """The run's name; in a multirun each job adds its overrides, so W&B runs tell apart at a glance."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        return f"{cfg.name}[{job.override_dirname or job.num}]"
+    return str(cfg.name)
 
 
 def _build_callbacks(cfg: DictConfig) -> list:
