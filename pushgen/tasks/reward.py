@@ -200,6 +200,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _log_summary(metrics: dict[str, Any]) -> None:
     test = metrics.get("test", metrics)
     line = ", ".join(f"{k}={test[k]:.4f}" for k in ("pair_acc", "pair_acc_sig", "auc") if k in test)
-    log.info("held-out: %s", line)
+    log.info("%s: %s", "held-out test split" if "test" in metrics else "whole file", line)
     for name, b in (metrics.get("baselines") or {}).items():
         log.info("baseline %s: pair_acc=%.4f pair_acc_sig=%.4f", name, b["pair_acc"], b["pair_acc_sig"])
