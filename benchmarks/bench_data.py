@@ -19,8 +19,8 @@ def main() -> None:
     cfg = default_cfg()
     with Timer() as t:
         prepared = prepare(cfg.data, seed=0)
-    arms = prepared.stats["arms"] + sum(v for k, v in prepared.stats["dropped"].items() if k.endswith("(rows)"))
-    print(f"prepare: {arms} arms -> {len(prepared.pairs)} pairs in {t.seconds:.2f} s = {arms / t.seconds:,.0f} arms/s")
+    arms = prepared.stats["rows_read"]
+    print(f"prepare: {arms} arms read -> {len(prepared.pairs)} pairs in {t.seconds:.2f} s = {arms / t.seconds:,.0f} arms/s")
 
     tok = load_backbone(cfg.backbone).tokenizer
     with tempfile.TemporaryDirectory() as cache:

@@ -35,8 +35,8 @@ def _get(cfg: Mapping, key: str, default=None):
     return default if value is None else value
 
 
-def load_arms(cfg: Mapping, drops: DropLog) -> pd.DataFrame:
-    """Read, validate and filter the arms named by a data config."""
+def load_arms(cfg: Mapping, drops: DropLog) -> tuple[pd.DataFrame, int]:
+    """Read, validate and filter the arms named by a data config; also says how many rows were read."""
     path = str(cfg["path"])
     raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"))
     arms = validate(raw, dict(cfg["columns"]), path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
@@ -50,13 +50,13 @@ def load_arms(cfg: Mapping, drops: DropLog) -> pd.DataFrame:
     if len(arms) == 0:
         raise DataError("no arms are left after the filters", path=path,
                         hint=f"dropped per rule: {drops.as_dict()}; relax data.exclude_time / data.srm")
-    return arms
+    return arms, len(raw)
 
 
 def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> PreparedData:
     """Run the data flow. ``whole_file_split='test'`` puts every test in that split (for eval.py)."""
     drops = DropLog()
-    arms = load_arms(cfg, drops)
+    arms, rows_read = load_arms(cfg, drops)
     pooled = pool_arms(arms)
     unseen = pooled["impressions"] == 0
     drops.add("text with 0 impressions (no CTR)", int(unseen.sum()), unit="texts")
@@ -88,7 +88,7 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
         raise DataError("no preference pairs could be built", path=str(cfg["path"]),
                         hint=f"every test needs two different texts with different CTRs; dropped: {drops.as_dict()}")
     stats = {
-        "arms": int(len(arms)), "texts": int(len(pooled)), "tests": int(pooled["test_id"].nunique()),
+        "rows_read": int(rows_read), "arms": int(len(arms)), "texts": int(len(pooled)), "tests": int(pooled["test_id"].nunique()),
         **{f"pairs_{s}": int((pairs["split"] == s).sum()) for s in SPLITS},
         **{f"pairs_{s}_sig": int(((pairs["split"] == s) & (pairs["p_value"] < 0.05)).sum()) for s in SPLITS},
         "dropped": drops.as_dict(),
