@@ -11,11 +11,10 @@ PAIR_FIELDS = ("soft_label", "weight", "p_value", "ctr_diff")
 
 
 class PairDataset(Dataset):
-    def __init__(self, pairs, test_codes: np.ndarray | None = None):
+    def __init__(self, pairs):
         self.chosen = pairs["chosen"].to_numpy(dtype=np.int64)
         self.rejected = pairs["rejected"].to_numpy(dtype=np.int64)
         self.fields = {f: pairs[f].to_numpy(dtype=np.float32) for f in PAIR_FIELDS}
-        self.test_codes = test_codes
 
     def __len__(self) -> int:
         return len(self.chosen)

@@ -12,7 +12,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
