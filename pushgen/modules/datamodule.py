@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import lightning as L
 import numpy as np
@@ -11,10 +10,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from pushgen.data.collate import PairCollator, PairDataset, TestGroupedBatchSampler
-
-
-# Our batch sampler yields every index exactly once (tested); Lightning cannot know that and warns.
-warnings.filterwarnings("ignore", message=".*custom batch sampler.*", category=UserWarning)
 
 
 class PairDataModule(L.LightningDataModule):
@@ -55,5 +50,3 @@ class PairDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self._loader("test", False)
 
-    def predict_dataloader(self):
-        return self._loader("test", False)

@@ -51,6 +51,9 @@ class RewardModule(L.LightningModule):
             self.log("train/acc_step", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=False,
                      prog_bar=True, batch_size=n)
         self.metrics[f"{stage}_pairs"].update(chosen, rejected, batch["p_value"])
+        if stage == "test":
+            # Kept so the task can write per-pair scores without a second pass over the test set.
+            self.test_scores.append((batch["index"], chosen.detach(), rejected.detach()))
         return loss
 
     def training_step(self, batch, _):
@@ -73,6 +76,9 @@ class RewardModule(L.LightningModule):
 
     def on_validation_epoch_end(self):
         self._log_metrics("val")
+
+    def on_test_epoch_start(self):
+        self.test_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def on_test_epoch_end(self):
         self._log_metrics("test")

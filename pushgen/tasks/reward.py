@@ -83,13 +83,12 @@ def _public(metrics: dict[str, float], stage: str) -> dict[str, Any]:
     return out
 
 
-def _score_pairs(trainer: L.Trainer, module: RewardModule, dm: PairDataModule) -> pd.DataFrame:
-    """Chosen and rejected scores of every held-out pair, in the split's pair order."""
-    batches = trainer.predict(module, dataloaders=dm.predict_dataloader())
-    index = torch.cat([b["index"] for b in batches]).numpy()
+def _score_pairs(module: RewardModule, dm: PairDataModule) -> pd.DataFrame:
+    """Chosen and rejected scores of every pair of the last test pass, in the split's pair order."""
+    index, chosen, rejected = (torch.cat(parts).cpu().numpy() for parts in zip(*module.test_scores))
     pairs = dm.splits["test"].copy()
-    pairs.loc[index, "score_chosen"] = torch.cat([b["chosen"] for b in batches]).numpy()
-    pairs.loc[index, "score_rejected"] = torch.cat([b["rejected"] for b in batches]).numpy()
+    pairs.loc[index, "score_chosen"] = chosen
+    pairs.loc[index, "score_rejected"] = rejected
     return pairs
 
 
@@ -152,9 +151,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"best_ckpt": best or None, "data": prepared.stats, "tokens": tstats,
                                "val": _public(validated, "val")}
     if cfg.get("test", True):
-        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None)[0]
+        # `quiet.validate` already loaded the best weights into `module`.
+        tested = trainer.test(module, datamodule=dm)[0]
         metrics["test"] = _public(tested, "test")
-        scored = _score_pairs(trainer, module, dm)
+        scored = _score_pairs(module, dm)
         scored.to_csv(out / "test_pair_scores.csv", index=False)
         metrics["plots"] = _figures(out, scored, loggers)
     if cfg.get("baselines", True):
@@ -162,7 +162,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["baselines"] = {"longer_wins": baselines.longer_wins(test_pairs),
                                 "tfidf_logreg": baselines.tfidf_logreg(train_pairs, test_pairs, seed=int(cfg.seed))}
     if cfg.task.get("export_model", False):
-        # `module` holds the best weights after trainer.test(ckpt_path=best).
+        # `module` holds the best weights since quiet.validate(ckpt_path=best).
         module.model.save_pretrained(out / "reward_model")
         metrics["reward_model"] = str(out / "reward_model")
     write_json(out / "metrics.json", metrics)
@@ -187,7 +187,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_build_loggers(cfg, out), callbacks=[],
                                                  default_root_dir=str(out))
     tested = trainer.test(module, datamodule=dm)[0]
-    scored = _score_pairs(trainer, module, dm)
+    scored = _score_pairs(module, dm)
     scored.to_csv(out / "pair_scores.csv", index=False)
     metrics = {**_public(tested, "test"), "ckpt_path": ckpt, "data_path": str(cfg.data.path),
                "data": prepared.stats, "tokens": tstats}
