@@ -155,6 +155,17 @@ def test_unknown_config_key_is_refused():
             compose(config_name="train", overrides=["optim.lrr=0.1"])
 
 
+def test_a_debug_run_on_part_of_the_test_split_scores_only_what_it_tested(tmp_path):
+    import pandas as pd
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=30).to_parquet(data)
+    cfg = _cfg("train", tmp_path / "train", data, ["backbone=tiny_llama", "debug=fast", "logger=csv",
+                                                   "trainer.limit_test_batches=1", "data.eval_batch_size=4"])
+    metrics = run_task(cfg, "train")
+    scored = pd.read_csv(tmp_path / "train" / "test_pair_scores.csv")
+    assert len(scored) == metrics["test"]["n_pairs"] == 4 and scored["score_chosen"].notna().all()
+
+
 def test_lora_reward_run_checkpoint_evaluates(tmp_path):
     data = tmp_path / "ab.parquet"
     ab_table(n_tests=15).to_parquet(data)

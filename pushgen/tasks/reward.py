@@ -89,7 +89,8 @@ def _score_pairs(module: RewardModule, dm: PairDataModule) -> pd.DataFrame:
     pairs = dm.splits["test"].copy()
     pairs.loc[index, "score_chosen"] = chosen
     pairs.loc[index, "score_rejected"] = rejected
-    return pairs
+    # With trainer.limit_test_batches only part of the split is tested: keep what the metrics cover.
+    return pairs.dropna(subset=["score_chosen"])
 
 
 def _figures(out: Path, scored: pd.DataFrame, loggers: list) -> dict[str, str]:
