@@ -38,7 +38,7 @@ class MultirunSummary(Callback):
         hydra_cfg = job_return.hydra_cfg.hydra if job_return.hydra_cfg is not None else None
         if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
             return
-        out = Path(job_return.working_dir or hydra_cfg.runtime.output_dir)
+        out = Path(hydra_cfg.runtime.output_dir)
         ok = job_return.status == JobStatus.COMPLETED
         record = {"job": int(hydra_cfg.job.num), "overrides": list(job_return.overrides or []), "dir": str(out),
                   "status": "finished" if ok else "failed",
