@@ -221,7 +221,7 @@ def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatc
     @schema.register_group("generate")
     @dataclass(kw_only=True)
     class Generate:
-        num_candidates: int = schema._range(1, default=4)
+        num_candidates: int = schema.bounded(1, default=4)
 
     @schema.register_loss("margin")
     @dataclass(kw_only=True)
@@ -348,7 +348,7 @@ def test_an_interrupted_multirun_keeps_and_lists_every_finished_job(tmp_path):
     path = tmp_path / "ab.parquet"
     ab_table(n_tests=12).to_parquet(path)
     sweep = tmp_path / "sweep"
-    args = ["-m", "backbone=tiny_llama", "debug=fast", "logger=csv", "threads=1", "task.export_model=false",
+    args = ["-m", "backbone=tiny_llama", "debug=fast", "logger=csv", "threads=1", "task.export_model=false", "test=false",
             "data=ab_log", f"data.path={path}", "data.columns.test_id=test", "data.columns.text=headline",
             "data.columns.impressions=imps", "data.columns.clicks=clicks", "data.split.val=0.2", "data.split.test=0.2",
             "data.pairs.min_impressions=0", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
@@ -361,5 +361,19 @@ def test_an_interrupted_multirun_keeps_and_lists_every_finished_job(tmp_path):
     assert [(j["job"], j["status"]) for j in jobs] == [(0, "finished"), (1, "failed")], proc.stderr[-2000:]
     assert jobs[0]["overrides"][-1] == "optim.lr=0.001" and jobs[1]["overrides"][-1] == "optim.lr=-1"
     finished = json.loads(Path(jobs[0]["metrics"]).read_text())
-    assert finished["test"]["n_pairs"] > 0 and Path(jobs[0]["dir"]) == sweep / "0"
+    assert finished["val"]["n_pairs"] > 0 and Path(jobs[0]["dir"]) == sweep / "0"
     assert "optim.lr: -1 is outside the allowed range" in jobs[1]["error"] and jobs[1]["metrics"] is None
+
+
+def test_an_encoder_text_pair_with_a_too_long_text_is_cut_not_an_exception():
+    from transformers import AutoTokenizer
+
+    from pushgen.data.tokenize import tokenize_texts
+    from pushgen.models.factory import minilm_path
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    pooled = pd.DataFrame({"text": ["short", "start " + "word " * 80 + "finish", "medium text"],
+                           "evidence": ["lede " * 100, "its lede", "tiny"]})
+    ids, stats = tokenize_texts(pooled, tok, max_length=32, use_evidence=True, kind="encoder", truncation="left")
+    assert [len(x) for x in ids][:2] == [32, 32] and tok.decode(ids[2]) == "[CLS] medium text [SEP] tiny [SEP]"
+    assert tok.decode(ids[1]).endswith("finish [SEP]") and "its lede" not in tok.decode(ids[1])
+    assert stats["truncated"] == 2 and stats["text_truncated"] == 1 and stats["truncated_rows"] == [0, 1]

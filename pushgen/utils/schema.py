@@ -64,7 +64,7 @@ def register_entry(name: str) -> Callable:
     return add
 
 
-def _range(lo: float | None = None, hi: float | None = None, **kw) -> Any:
+def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     return field(metadata={"min": lo, "max": hi}, **kw)
 
 
@@ -91,22 +91,22 @@ class TimeWindow:
 @dataclass(kw_only=True)
 class SrmConfig:
     enabled: bool = True
-    alpha: float = _range(0.0, 1.0, default=0.001)
+    alpha: float = bounded(0.0, 1.0, default=0.001)
 
 
 @dataclass(kw_only=True)
 class PairsConfig:
-    min_impressions: int = _range(0, default=0)
-    max_pvalue: float = _range(0.0, 1.0, default=1.0)
-    fdr_q: Optional[float] = _range(0.0, 1.0, default=None)
+    min_impressions: int = bounded(0, default=0)
+    max_pvalue: float = bounded(0.0, 1.0, default=1.0)
+    fdr_q: Optional[float] = bounded(0.0, 1.0, default=None)
     filter_eval: bool = False
     weighting: Literal["uniform", "inverse_variance", "confidence"] = "uniform"
 
 
 @dataclass(kw_only=True)
 class SplitConfig:
-    val: float = _range(0.0, 1.0, default=0.1)
-    test: float = _range(0.0, 1.0, default=0.1)
+    val: float = bounded(0.0, 1.0, default=0.1)
+    test: float = bounded(0.0, 1.0, default=0.1)
     seed: Optional[int] = None
 
 
@@ -123,19 +123,19 @@ class DataConfig:
     srm: SrmConfig = field(default_factory=SrmConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    batch_size: int = _range(1, default=32)
-    eval_batch_size: int = _range(1, default=64)
+    batch_size: int = bounded(1, default=32)
+    eval_batch_size: int = bounded(1, default=64)
     group_by_test: bool = True
-    num_workers: int = _range(0, default=0)
+    num_workers: int = bounded(0, default=0)
 
 
 @dataclass(kw_only=True)
 class TinyConfig:
     arch: Literal["llama", "qwen2"] = "llama"
-    hidden_size: int = _range(1, default=32)
-    num_layers: int = _range(1, default=2)
-    num_heads: int = _range(1, default=4)
-    vocab_size: int = _range(16, default=256)
+    hidden_size: int = bounded(1, default=32)
+    num_layers: int = bounded(1, default=2)
+    num_heads: int = bounded(1, default=4)
+    vocab_size: int = bounded(16, default=256)
     seed: int = 0
     # Recorded by a saved model so it can be rebuilt; not settings.
     model_vocab_size: Optional[int] = None
@@ -160,9 +160,9 @@ class BackboneConfig:
 @dataclass(kw_only=True)
 class LoraConfig:
     enabled: bool = False
-    r: int = _range(1, default=8)
-    alpha: float = _range(0.0, default=16)
-    dropout: float = _range(0.0, 1.0, default=0.0)
+    r: int = bounded(1, default=8)
+    alpha: float = bounded(0.0, default=16)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
     target_modules: Optional[list[str]] = None
 
 
@@ -170,9 +170,9 @@ class LoraConfig:
 @dataclass(kw_only=True)
 class RewardConfig:
     pooling: Literal["auto", "last", "mean", "cls"] = "auto"
-    dropout: float = _range(0.0, 1.0, default=0.0)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
     use_evidence: bool = False
-    max_length: int = _range(2, default=64)
+    max_length: int = bounded(2, default=64)
     # What happens to an input longer than max_length (see pushgen.data.tokenize.TRUNCATIONS).
     truncation: Literal["right", "left", "error"] = "right"
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -192,10 +192,10 @@ register_loss("soft_bce")(LossConfig)
 @register_group("optim")
 @dataclass(kw_only=True)
 class OptimConfig:
-    lr: float = _range(0.0, default=1e-4)
-    weight_decay: float = _range(0.0, default=0.01)
+    lr: float = bounded(0.0, default=1e-4)
+    weight_decay: float = bounded(0.0, default=0.01)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_ratio: float = _range(0.0, 1.0, default=0.1)
+    warmup_ratio: float = bounded(0.0, 1.0, default=0.1)
 
 
 @register_group("task")
@@ -219,7 +219,7 @@ class PathsConfig:
 class CommonTop:
     seed: Optional[int] = None      # None: unseeded; 0 is a seed like any other
     name: str = "run"
-    threads: Optional[int] = _range(1, default=None)
+    threads: Optional[int] = bounded(1, default=None)
 
 
 @register_entry("train")
