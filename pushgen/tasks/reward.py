@@ -196,7 +196,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                 "tfidf_logreg": baselines.tfidf_logreg(train_pairs, test_pairs, seed=int(cfg.seed))}
     if cfg.task.get("export_model", False):
         # `module` holds the best weights since quiet.validate(ckpt_path=best).
-        with atomic_dir(out / "reward_model") as tmp:
+        # The guard made sure this folder is this run's: a resumed run replaces its own export.
+        with atomic_dir(out / "reward_model", replace=True) as tmp:
             module.model.save_pretrained(tmp)
         metrics["reward_model"] = str(out / "reward_model")
     write_json(out / "metrics.json", metrics)

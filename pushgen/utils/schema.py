@@ -10,8 +10,8 @@ as ``???`` is reported with its full key path and what is allowed, all problems 
 Adding a group is one dataclass with ``@register_group("name")``; a new loss is one dataclass with
 ``@register_loss("name")`` (its own keys on top of ``name`` and ``use_weights``); the top-level keys
 of an entry point are one dataclass with ``@register_entry("task")``. Fields without a default are
-required. ``Literal[...]`` lists the allowed values; ``field(metadata={"min": a, "max": b})`` bounds
-a number. Groups whose options are Hydra ``_target_`` blocks (trainer, callbacks, logger) are checked
+required. ``Literal[...]`` lists the allowed values; ``bounded(lo, hi, default=...)`` bounds a
+number. Groups whose options are Hydra ``_target_`` blocks (trainer, callbacks, logger) are checked
 against the signature of the class they name.
 """
 
@@ -310,6 +310,13 @@ def _check_value(value: Any, tp: Any, path: str, meta: Mapping, errors: list[str
 
 
 _UNRESOLVED = object()
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 
 def _items(node: Any, path: str, errors: list[str]):
@@ -413,8 +420,8 @@ def _check_loss(node: Any, path: str, errors: list[str]) -> None:
     schema = LOSSES.get(name)
     if schema is None:
         # An implemented loss without its own schema: check the common keys, let its own keys pass.
-        log.warning("loss '%s' has no registered schema; only loss.name/use_weights are checked "
-                    "(add one with @register_loss('%s') in pushgen/utils/schema.py)", name, name)
+        _warn_once(f"loss '{name}' has no registered schema; only loss.name/use_weights are checked "
+                   f"(add one with @register_loss('{name}') in pushgen/utils/schema.py)")
         _check_dataclass(node, LossConfig, path, errors, extra_ok=True)
         return
     _check_dataclass(node, schema, path, errors)
@@ -448,8 +455,11 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             else:
                 _check_value(value, top_hints[key], key, top_fields[key].metadata, errors)
         elif isinstance(value, (Mapping, DictConfig)):
-            log.warning("config group '%s' has no registered schema, so its keys are not checked "
-                        "(add a dataclass with @register_group('%s') in pushgen/utils/schema.py)", key, key)
+            _warn_once(f"config group '{key}' has no registered schema, so its keys are not checked "
+                       f"(add a dataclass with @register_group('{key}') in pushgen/utils/schema.py)")
+        elif entry not in ENTRIES:
+            _warn_once(f"entry point '{entry}' has no registered top-level schema, so '{key}' is not checked "
+                       f"(add a dataclass with @register_entry('{entry}') in pushgen/utils/schema.py)")
         else:
             allowed = sorted(set(top_fields) | {g for g in GROUPS if g in cfg})
             errors.append(f"{key}: unknown top-level key; allowed: {', '.join(allowed)}")
