@@ -135,15 +135,16 @@ def test_a_finished_run_folder_is_never_overwritten(trained):
 
 def test_hydra_callback_refuses_a_used_folder_before_hydra_writes_to_it(tmp_path):
     from omegaconf import OmegaConf
-    from pushgen.utils.guard import RefuseUsedRunDir
+    from pushgen.utils.guard import RefuseUsedRunDir, StopRun
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     cfg = lambda job, ckpt: OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path)}, "job": {"name": job}},
                                              "ckpt_path": ckpt})
-    with pytest.raises(FileExistsError, match="unfinished run"):
+    # A SystemExit: Hydra would turn any other exception from a callback into a mere warning.
+    with pytest.raises(StopRun, match="FileExistsError: .*unfinished run"):
         RefuseUsedRunDir().on_run_start(cfg("train", None))
     RefuseUsedRunDir().on_run_start(cfg("train", "last"))          # resuming is allowed
-    with pytest.raises(FileExistsError):
+    with pytest.raises(StopRun):
         RefuseUsedRunDir().on_run_start(cfg("eval", "x.ckpt"))
 
 

@@ -468,3 +468,21 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             errors.append(f"{name}: missing required key")
     if errors:
         raise ConfigError(errors)
+
+
+def _hydra_callback_base():
+    from hydra.experimental.callback import Callback
+    return Callback
+
+
+class ValidateConfig(_hydra_callback_base()):
+    """Hydra callback: the same check at the command line, before Hydra writes into the run folder
+    (``run_task`` checks again, for callers that do not go through Hydra)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pushgen.utils.guard import StopRun
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            validate_config(task, str(config.hydra.job.name))
+        except ConfigError as exc:
+            raise StopRun(exc) from exc
