@@ -90,10 +90,18 @@ def run_agreement(cfg) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     predictions = labels[["test_id", "headline_key", "sample", "label"]].copy()
-    for name in cfg.compare:
-        node = OmegaConf.load(REPO_ROOT / "conf" / "labeler" / f"{name}.yaml")
-        with open_dict(cfg):
-            cfg.labeler = node                  # interpolations such as ${paths.cache_dir} resolve in cfg
+    # `compare`: labeler files to run side by side; null runs the composed `labeler` node as is,
+    # so a variant can be measured from the command line (labeler.C=1 ...).
+    names = list(cfg.compare) if cfg.get("compare") else [str(cfg.labeler.kind)]
+    for name in names:
+        if cfg.get("compare"):
+            path = REPO_ROOT / "conf" / "labeler" / f"{name}.yaml"
+            if not path.exists():
+                raise FileNotFoundError(f"compare: no labeler file {path}; available: "
+                                        f"{sorted(p.stem for p in path.parent.glob('*.yaml'))}")
+            node = OmegaConf.load(path)
+            with open_dict(cfg):
+                cfg.labeler = node              # interpolations such as ${paths.cache_dir} resolve in cfg
         labeler = build_labeler(cfg.labeler, taxonomy)
         pred = labeler.label(labels["text"].tolist())
         predictions[name] = pred
