@@ -30,6 +30,7 @@ from pushgen.categories.labelers import RuleLabeler, _as_texts, normalise_for_ru
 from pushgen.categories.taxonomy import Taxonomy
 from pushgen.data.errors import DataError
 from pushgen.data.text import clean_text, normalise_key
+from pushgen.utils.config import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,7 @@ def train_from_config(cfg: Mapping[str, Any], taxonomy: Taxonomy) -> LearnedLabe
 
 def load_or_train(cfg: Mapping[str, Any], taxonomy: Taxonomy) -> LearnedLabeler:
     """The cached model for this taxonomy, config and data; trained and saved on first use."""
-    from pushgen.categories.taxonomy import _plain
-    cfg = _plain(cfg)
+    cfg = to_plain(cfg)
     if cfg.get("path"):                          # an explicitly saved model
         return LearnedLabeler.load(cfg["path"], taxonomy)
     folder = Path(cfg.get("cache_dir") or ".cache/labelers") / f"learned-{taxonomy.name}-{fingerprint(cfg, taxonomy)}"
