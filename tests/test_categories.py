@@ -51,6 +51,20 @@ def test_rule_labeler_gives_each_fixed_headline_its_category(rules, expected, te
     assert rules.label([text]) == [expected]
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Meet the residents of the so-called 'Tallest Slum In Town'", "call_to_action"),   # a name in quotes
+    ('His friend said, "let us do it."', "quote"),                                      # speech after a verb
+    ("'We will not move' and other lessons from an old sailor", "quote"),               # opens the text
+    ("Her tears? Probably unexpected", "emotional"),                                     # a fragment, not a question
+    ("Why?", "question"),
+    ("WHAT?!? The council voted again", "emotional"),                                  # surprise, not a question
+    ("What if cities had no cars", "question"),
+    ("Here are 16 of them", "number_list"),
+])
+def test_rule_labeler_reads_quotes_and_questions_by_their_use(rules, text, expected):
+    assert rules.label([text]) == [expected], rules.explain(text)
+
+
 def test_rule_labeler_breaks_ties_by_the_priority_order(rules, taxonomy):
     text = "Why do 7 reasons you love your job make you cry?"      # question, number_list, second_person, emotional
     fired = set(rules.explain(text))

@@ -4,8 +4,8 @@ Reads the hand-label keys (``hand_labels`` in conf/categories.yaml), fetches eac
 the data file, runs every labeler in ``compare`` and writes, into a new run folder, per labeler:
 accuracy, Cohen's kappa, per-category precision / recall / F1 with counts, and the confusion
 matrix (``agreement.json``, ``agreement.md``, and ``predictions.csv`` with keys and labels, no
-text). Figures are given for the uniform sample (an estimate for the whole file) and for all
-labelled rows (uniform + enriched, more examples of the rare categories).
+text). Figures are given for each sample of the label file (its ``sample`` column) and for
+all rows together.
 """
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ def markdown_table(results: dict[str, dict[str, Any]], names: Sequence[str]) -> 
     return "\n".join(lines)
 
 
+TITLES = {"uniform": "uniform sample (an estimate for the whole file)",
+          "enriched": "enriched sample (headlines with a digit or a quotation mark)",
+          "heldout": "held-out sample (labelled after the rules were revised)",
+          "all": "all hand labels"}
+
+
+def _parts(labels) -> list[tuple[str, np.ndarray]]:
+    """Each sample of the label file on its own, then all rows together."""
+    parts = [(str(s), (labels["sample"] == s).to_numpy()) for s in dict.fromkeys(labels["sample"])]
+    return parts + [("all", np.ones(len(labels), dtype=bool))]
+
+
 def run_agreement(cfg) -> dict[str, Any]:
     """Label the hand-labelled headlines with each labeler in ``cfg.compare``; write and return the figures."""
     from omegaconf import OmegaConf, open_dict
@@ -106,15 +118,11 @@ def run_agreement(cfg) -> dict[str, Any]:
         pred = labeler.label(labels["text"].tolist())
         predictions[name] = pred
         results[name] = {}
-        for part, mask in (("uniform", labels["sample"] == "uniform"), ("all", np.ones(len(labels), bool))):
-            if mask.any():
-                results[name][part] = agreement(labels.loc[mask, "label"], np.asarray(pred)[np.asarray(mask)],
-                                                taxonomy.names)
-    text = []
-    for part, title in (("uniform", "uniform sample (estimate for the whole file)"),
-                        ("all", "all hand labels (uniform + enriched)")):
-        if all(part in r for r in results.values()):
-            text.append(f"### {title}\n\n" + markdown_table({k: r[part] for k, r in results.items()}, taxonomy.names))
+        for part, mask in _parts(labels):
+            results[name][part] = agreement(labels.loc[mask, "label"], np.asarray(pred)[mask], taxonomy.names)
+    text = [f"### {TITLES.get(part, part)} (n = {next(iter(results.values()))[part]['n']})\n\n"
+            + markdown_table({k: r[part] for k, r in results.items()}, taxonomy.names)
+            for part, _ in _parts(labels)]
     report = "\n\n".join(text) + "\n"
     print(report)
     write_atomic(out / "agreement.md", report)

@@ -79,6 +79,7 @@ def read_hand_labels(labels_path: str | Path, data_path: str | Path, taxonomy_na
 DEV_SAMPLES = ((70, 101), (40, 202))       # (n, pandas random_state): looked at while writing the rules
 UNIFORM = (200, 2026)                      # (n, numpy seed)
 ENRICHED = (60, 2027)
+HELDOUT = (100, 2028)                      # drawn and labelled after the rules were revised
 _ENRICH = r"\d|(?:^|\s)['\"\u2018\u201c]"
 
 
@@ -91,4 +92,7 @@ def redraw_samples(data_path: str | Path) -> pd.DataFrame:
     uniform = sample_for_labelling(table, UNIFORM[0], seed=UNIFORM[1], exclude_texts=dev)
     pool = table[table["text"].str.contains(_ENRICH, regex=True)]
     enriched = sample_for_labelling(pool, ENRICHED[0], seed=ENRICHED[1], exclude_texts=dev | set(uniform["text"]))
-    return pd.concat([uniform.assign(sample="uniform"), enriched.assign(sample="enriched")], ignore_index=True)
+    seen = dev | set(uniform["text"]) | set(enriched["text"])
+    heldout = sample_for_labelling(table, HELDOUT[0], seed=HELDOUT[1], exclude_texts=seen)
+    return pd.concat([uniform.assign(sample="uniform"), enriched.assign(sample="enriched"),
+                      heldout.assign(sample="heldout")], ignore_index=True)
