@@ -69,7 +69,8 @@ def _datamodule(cfg: DictConfig, prepared: PreparedData, module: RewardModule, s
                         padding_side=tok.padding_side, batch_size=int(cfg.data.get("batch_size", 32)),
                         eval_batch_size=int(cfg.data.get("eval_batch_size", 64)),
                         group_by_test=bool(cfg.data.get("group_by_test", True)), seed=int(cfg.seed),
-                        num_workers=int(cfg.data.get("num_workers", 0)))
+                        num_workers=int(cfg.data.get("num_workers", 0)),
+                        arms=prepared.pooled, whole_tests=module.loss_needs == "arms")
     return dm, tstats
 
 
