@@ -238,7 +238,7 @@ def write_study(pairs: pd.DataFrame, out_dir: str | Path, pooled: pd.DataFrame |
                                                     out / f"{prefix}score_hist.png")
     top = table[table["metric"].isin(["top1_model", "top1_random", "top1_first_place"])]
     if len(top):
-        paths["top1"] = plots.metric_bars(top.assign(subset=top["metric"].str.replace("top1_", "")),
+        paths["top1"] = plots.metric_bars(top.assign(subset=top["metric"].str.replace("top1_", "").str.replace("first_place", "first_place arm\n(an outcome flag)")),
                                           "who picks", "share of tests whose pick has the top CTR",
                                           out / f"{prefix}top1.png")
     return paths

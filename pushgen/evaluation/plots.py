@@ -91,7 +91,7 @@ def metric_bars(rows: pd.DataFrame, xlabel: str, ylabel: str, path: Path, chance
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} (95% bootstrap CI over tests)", fontsize=9)
+    ax.set_title(title or "95% bootstrap intervals over tests", fontsize=9)
     return _save(fig, path)
 
 
@@ -120,4 +120,24 @@ def reliability(bins: pd.DataFrame, ece: float, ci: tuple[float, float], path: P
     ax.set_ylim(0, 1)
     ax.set_title("Calibration (labels: texts per bin)", fontsize=9)
     ax.legend(loc="upper left", fontsize=7)
+    return _save(fig, path)
+
+
+def seed_bars(table: pd.DataFrame, key: str, ylabel: str, path: Path) -> Path:
+    """Per row (a loss): the seed mean as a bar, the 95% interval over tests as an error bar, and each
+    seed's value as a dot (``<key>_seeds``, ';'-separated)."""
+    value = table[key].to_numpy(dtype=float)
+    err = np.vstack([value - table[f"{key}_lo"].to_numpy(dtype=float), table[f"{key}_hi"].to_numpy(dtype=float) - value])
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table)), 4))
+    x = np.arange(len(table))
+    ax.bar(x, value, yerr=np.where(np.isfinite(err), err, 0), capsize=4, color="C0", alpha=0.8)
+    for i, seeds in enumerate(table[f"{key}_seeds"]):
+        vals = [float(s) for s in str(seeds).split(";") if s]
+        ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, color="k", s=10, zorder=3)
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    low = np.nanmin(np.r_[table[f"{key}_lo"].to_numpy(dtype=float), 0.5]) - 0.05
+    ax.set_ylim(max(0.0, low), min(1.0, np.nanmax(table[f"{key}_hi"].to_numpy(dtype=float)) + 0.05))
+    ax.set_xticks(x, table["loss"], rotation=20, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title("Loss ablation: seed mean, 95% CI over tests, dots = seeds", fontsize=9)
     return _save(fig, path)

@@ -34,3 +34,13 @@ def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
             # The cause goes into the run folder's log too, not only to the terminal.
             log.exception("%s failed", which)
             raise
+
+
+def sweep_objective(metrics: dict[str, Any], key: str = "pair_acc_sig") -> float | None:
+    """The value a sweeper maximises: validation ``key``. NaN or missing becomes None, which the Optuna
+    sweeper records as a failed trial; a NaN itself would make it raise and end the whole search."""
+    value = (metrics.get("val") or {}).get(key)
+    if value is None or value != value:
+        log.warning("objective val/%s is %s: this trial counts as failed", key, value)
+        return None
+    return float(value)
