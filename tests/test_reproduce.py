@@ -87,7 +87,7 @@ def test_sweep_objective_turns_nan_into_a_failed_trial():
 def test_optuna_sweep_survives_a_failing_trial_and_tables_every_trial(tmp_path):
     """The real hparams_search config with a tiny search space: lr -1 makes AdamW raise."""
     cfg = yaml.safe_load((REPO / "conf" / "hparams_search" / "reward_optuna.yaml").read_text())
-    cfg["hydra"]["sweeper"].update(n_trials=3, params={"optim.lr": "choice(0.003, -1.0)", "data.batch_size": "choice(8)",
+    cfg["hydra"]["sweeper"].update(n_trials=2, params={"optim.lr": "choice(0.003, -1.0)", "data.batch_size": "choice(8)",
                                                         "loss": "choice(bt_margin)", "++loss.margin_scale": "choice(0.25)"})
     (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
     (tmp_path / "conf" / "hparams_search" / "tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(cfg))
@@ -96,14 +96,14 @@ def test_optuna_sweep_survives_a_failing_trial_and_tables_every_trial(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "--config-dir", str(tmp_path / "conf"),
                            "hparams_search=tiny", "backbone=tiny_llama", "data=ab_log", f"data.path={tmp_path / 'ab.parquet'}",
                            "data.split.val=0.2", "data.split.test=0.2", "data.pairs.min_impressions=0", "logger=csv",
-                           "threads=1", "trainer.limit_train_batches=4", f"hydra.sweep.dir={sweep}",
+                           "threads=1", "trainer.limit_train_batches=2", f"hydra.sweep.dir={sweep}",
                            f"paths.cache_dir={tmp_path / 'cache'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (sweep / "optimization_results.yaml").exists()
     assert main(["reward_optuna", "--from-runs", str(sweep), "--out", str(tmp_path / "rep")]) == 0
     trials = pd.read_csv(tmp_path / "rep" / "trials.csv")
-    assert len(trials) == 3 and len(find_runs([sweep], include_failed=True)) == 3
+    assert len(trials) == 2 and len(find_runs([sweep], include_failed=True)) == 2
     assert set(trials["state"]) == {"complete", "failed"}          # seeded sampler: both lr values drawn
     failed = trials[trials["state"] == "failed"]
     assert (failed["optim.lr"] == -1.0).all() and failed["error"].str.contains("learning rate").all()
