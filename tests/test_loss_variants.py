@@ -133,3 +133,15 @@ def test_whole_test_batches_never_cut_a_test_and_carry_arm_counts():
     loss = reward_loss({"name": "plackett_luce"}, torch.tensor([0.0, 1.0, 2.0]), batch)
     hand = -(math.log(math.exp(2) / (1 + math.e + math.exp(2))) + math.log(math.e / (1 + math.e))) / 2
     assert math.isclose(loss.item(), hand, rel_tol=1e-6)
+
+
+def test_every_loss_has_a_config_that_composes_and_validates():
+    from conftest import REPO
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    names = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
+    assert names == sorted(LOSSES)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for name in names:
+            cfg = OmegaConf.to_container(compose(config_name="train", overrides=[f"loss={name}"]).loss)
+            assert get_loss(cfg) is LOSSES[name] and cfg["name"] == name

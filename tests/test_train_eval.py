@@ -94,7 +94,8 @@ def test_every_experiment_and_group_option_composes(config_name):
     groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in (REPO / "conf").iterdir() if p.is_dir()}
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         if config_name == "train":
-            for group in ("experiment", "backbone", "loss", "logger", "debug", "trainer", "callbacks", "data"):
+            for group in ("experiment", "backbone", "loss", "logger", "debug", "trainer", "callbacks", "data",
+                          "hparams_search"):
                 for option in groups.get(group, []):
                     cfg = compose(config_name="train", overrides=[f"{group}={option}"])
                     assert cfg.data.columns.text
