@@ -14,12 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import torch
 
 from pushgen.losses.listwise import plackett_luce
 from pushgen.losses.pairwise import bradley_terry, bradley_terry_margin, hinge, pair_target_margin, soft_bce
 from pushgen.losses.pointwise import binomial
 
+log = logging.getLogger(__name__)
 MARGIN_SOURCES = ("z", "ctr_diff")
 
 
@@ -86,14 +89,18 @@ def get_loss(cfg: Mapping[str, Any]) -> LossSpec:
                          "reads whole tests): set loss.use_weights=false")
     if name == "bt_margin" and cfg.get("margin_from", "z") not in MARGIN_SOURCES:
         raise ValueError(f"loss.margin_from must be one of {MARGIN_SOURCES}, got '{cfg.get('margin_from')}'")
+    if cfg.get("margin_scale") is not None and name != "bt_margin":
+        log.warning("loss.margin_scale is read by bt_margin only; loss=%s ignores it", name)
     if float(cfg.get("center_weight", 0.0) or 0.0) < 0:
         raise ValueError(f"loss.center_weight must be >= 0, got {cfg.get('center_weight')}")
     return spec
 
 
 def reward_loss(cfg: Mapping[str, Any], scores: torch.Tensor, batch: Mapping) -> torch.Tensor:
-    """The configured loss on one batch: ``scores`` holds one score per distinct text of the batch."""
-    loss = get_loss(cfg).compute(cfg, scores, batch)
+    """The configured loss on one batch: ``scores`` holds one score per distinct text of the batch.
+    (The config is checked once with ``get_loss`` when the module is built, not at every step.)"""
+    spec = LOSSES.get(cfg.get("name", "bradley_terry")) or get_loss(cfg)
+    loss = spec.compute(cfg, scores, batch)
     center = float(cfg.get("center_weight", 0.0) or 0.0)
     return loss + center * scores.pow(2).mean() if center > 0 else loss
 

@@ -16,9 +16,10 @@ from pushgen.utils.run import write_atomic
 def _failure(run: Run) -> str:
     """The last error line of a failed job's log (Hydra writes <job>/train.log)."""
     for log in sorted(run.path.glob("*.log")):
-        errors = [ln for ln in log.read_text(errors="replace").splitlines() if "Error" in ln or "failed" in ln]
-        if errors:
-            return errors[-1].strip()[:200]
+        lines = log.read_text(errors="replace").splitlines()
+        hits = [i for i, ln in enumerate(lines) if "ERROR" in ln or "Error" in ln]
+        if hits:  # the last error and the lines after it (a traceback's message, a config problem list)
+            return " ".join(ln.strip() for ln in lines[hits[-1]: hits[-1] + 4])[:300]
     return "no metrics.json (the job did not finish)"
 
 
