@@ -7,7 +7,14 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from pushgen.categories import Labeler, RuleLabeler, Taxonomy, TaxonomyError, build_labeler, load_taxonomy
+from pushgen.categories import (
+    Labeler,
+    RuleLabeler,
+    Taxonomy,
+    TaxonomyError,
+    build_labeler,
+    load_taxonomy,
+)
 
 DEFAULT = REPO / "conf" / "taxonomy" / "default.yaml"
 

@@ -138,6 +138,6 @@ def check_labeler_config(node: Any, path: str, errors: list[str]) -> None:
     if kind not in LABELER_KINDS:
         errors.append(f"{path}.kind: {kind!r} is not allowed; allowed: {', '.join(map(repr, LABELER_KINDS))}")
         return
-    for key in node.keys():
+    for key in node:
         if key not in LABELER_KEYS[kind]:
             errors.append(f"{path}.{key}: not a key of the {kind} labeler; allowed: {', '.join(sorted(LABELER_KEYS[kind]))}")
