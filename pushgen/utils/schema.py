@@ -492,3 +492,18 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             errors.append(f"{name}: missing required key")
     if errors:
         raise ConfigError(errors)
+
+
+# Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
+def _check_taxonomy(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    check_taxonomy_config(node, path, errors)
+
+
+def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.labelers import check_labeler_config
+    check_labeler_config(node, path, errors)
+
+
+GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["labeler"] = _check_labeler
