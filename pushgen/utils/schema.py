@@ -241,7 +241,7 @@ class PathsConfig:
 
 @dataclass(kw_only=True)
 class CommonTop:
-    seed: Optional[int] = None      # None: unseeded; 0 is a seed like any other
+    seed: int = 0                   # every run is seeded; 0 is a seed like any other
     name: str = "run"
     threads: Optional[int] = bounded(1, default=None)
 
