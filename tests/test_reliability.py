@@ -113,29 +113,33 @@ def test_a_killed_run_resumes_to_the_same_metrics_and_wandb_run(tmp_path, data, 
 def test_mid_epoch_resume_neither_repeats_nor_skips_batches():
     from pushgen.data.collate import PairDataset, ResumableDataLoader, TestGroupedBatchSampler
     pairs = pd.DataFrame({"chosen": np.arange(50), "rejected": np.arange(50) + 50, "soft_label": 0.7,
-                          "weight": 1.0, "p_value": 0.5, "ctr_diff": 0.01})
+                          "weight": 1.0, "p_value": 0.5, "ctr_diff": 0.01, "z": 1.0})
     codes = np.repeat(np.arange(17), 3)[:50]
 
-    def loader(grouped: bool):
-        sampler = TestGroupedBatchSampler(codes if grouped else None, 4, seed=0, n=50)
+    def loader(grouped: bool, whole: bool):
+        sampler = TestGroupedBatchSampler(codes if grouped else None, 4, seed=0, n=50, whole_tests=whole)
         return ResumableDataLoader(PairDataset(pairs), batch_sampler=sampler, collate_fn=lambda b: [x["index"] for x in b])
 
-    for grouped in (True, False):
-        full = loader(grouped)
+    # whole_tests: batches of whole tests (listwise/pointwise losses) resume on the same boundaries
+    for grouped, whole in ((True, False), (False, False), (True, True)):
+        full = loader(grouped, whole)
         full.batch_sampler.sampler.set_epoch(3)
         want = list(full)
-        first = loader(grouped)
+        first = loader(grouped, whole)
         first.batch_sampler.sampler.set_epoch(3)
         it = iter(first)
         seen = [next(it) for _ in range(5)]
         state = first.state_dict()
-        again = loader(grouped)
+        again = loader(grouped, whole)
         again.load_state_dict(state)
         again.batch_sampler.sampler.set_epoch(3)
         assert seen + list(again) == want and state == {"epoch": 3, "batches": 5}
         assert sorted(i for b in want for i in b) == list(range(50))
+        if whole:
+            # tests of 3 (one of 2) pairs and batches of 4: each batch is exactly one whole test
+            assert all(len(set(codes[b])) == 1 and len(b) == (codes == codes[b[0]]).sum() for b in want)
         # The order depends on the epoch, not on how many passes a sampler object made before.
-        other = loader(grouped)
+        other = loader(grouped, whole)
         other.batch_sampler.sampler.set_epoch(4)
         assert list(other) != want
 
@@ -193,7 +197,7 @@ def test_missing_required_values_are_named(tmp_path, data):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         ev = compose(config_name="eval")
         own = compose(config_name="train", overrides=["data=ab_log"])
-        hf = compose(config_name="train", overrides=["backbone=hf", "loss.name=hinge"])
+        hf = compose(config_name="train", overrides=["backbone=hf", "loss.name=listnet2"])
     with pytest.raises(ConfigError, match=r"ckpt_path: a value is required \(it is \?\?\? in the config\)"):
         validate_config(ev, "eval")
     with pytest.raises(ConfigError, match=r"data\.path: a value is required"):
@@ -201,7 +205,8 @@ def test_missing_required_values_are_named(tmp_path, data):
     with pytest.raises(ConfigError) as err:
         validate_config(hf, "train")
     assert "backbone.name_or_path: a value is required" in str(err.value)
-    assert "loss.name: 'hinge' is not allowed; allowed: 'bradley_terry', 'soft_bce'" in str(err.value)
+    assert ("loss.name: 'listnet2' is not allowed; allowed: 'binomial', 'bradley_terry', 'bt_margin', 'hinge', "
+            "'plackett_luce', 'soft_bce'") in str(err.value)
 
 
 def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatch):
@@ -230,7 +235,7 @@ def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatc
         schema.validate_config(OmegaConf.create({**base, "generate": {"num_candidate": 0},
                                                  "loss": {"name": "margin", "margin_scal": 1}}), "gen")
     assert "generate.num_candidate: unknown key; allowed: num_candidates" in str(err.value)
-    assert "loss.margin_scal: unknown key; allowed: margin_scale, name, use_weights" in str(err.value)
+    assert "loss.margin_scal: unknown key; allowed: center_weight, margin_scale, name, use_weights" in str(err.value)
 
 
 # ------------------------------------------------------------------------------ 5. atomic writes

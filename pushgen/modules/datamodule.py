@@ -14,10 +14,16 @@ from pushgen.data.collate import PairCollator, PairDataset, ResumableDataLoader,
 class PairDataModule(L.LightningDataModule):
     def __init__(self, splits: dict[str, pd.DataFrame], token_ids: list[list[int]], *, pad_id: int,
                  padding_side: str = "right", batch_size: int = 32, eval_batch_size: int = 64,
-                 group_by_test: bool = True, seed: int = 0, num_workers: int = 0):
+                 group_by_test: bool = True, seed: int = 0, num_workers: int = 0, arms: pd.DataFrame | None = None,
+                 whole_tests: bool = False):
+        """``arms``: the pooled table (one row per text, token_ids order), for losses that read each
+        test's arms; ``whole_tests``: batches never cut a test (listwise and pointwise losses)."""
         super().__init__()
         self.splits = splits
-        self.collate = PairCollator(token_ids, pad_id, padding_side)
+        self.collate = PairCollator(token_ids, pad_id, padding_side, arms=arms)
+        self.whole_tests = whole_tests
+        if whole_tests and not group_by_test:
+            raise ValueError("this loss reads whole tests: it needs data.group_by_test=true")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_test, self.seed, self.num_workers = group_by_test, seed, num_workers
         self._train_loader: ResumableDataLoader | None = None
@@ -39,7 +45,7 @@ class PairDataModule(L.LightningDataModule):
         # Evaluation also groups by test (unshuffled): shared texts are scored once.
         grouped = self.group_by_test or not train
         sampler = TestGroupedBatchSampler(np.asarray(codes) if grouped else None, batch, seed=int(self.seed),
-                                          shuffle=train, n=len(ds))
+                                          shuffle=train, n=len(ds), whole_tests=self.whole_tests)
         return ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
 
     def train_dataloader(self):

@@ -23,6 +23,7 @@ from pushgen.data.pipeline import PreparedData, prepare
 from pushgen.data.splits import SPLITS
 from pushgen.data.tokenize import count_truncated_pairs, tokenize_texts
 from pushgen.evaluation import baselines, plots
+from pushgen.evaluation.classification import write_study
 from pushgen.evaluation.metrics import accuracy_by_bucket
 from pushgen.modules.datamodule import PairDataModule
 from pushgen.modules.reward_module import RewardModule
@@ -97,7 +98,8 @@ def _datamodule(cfg: DictConfig, prepared: PreparedData, module: RewardModule, s
                         padding_side=tok.padding_side, batch_size=int(cfg.data.get("batch_size", 32)),
                         eval_batch_size=int(cfg.data.get("eval_batch_size", 64)),
                         group_by_test=bool(cfg.data.get("group_by_test", True)), seed=int(cfg.seed),
-                        num_workers=int(cfg.data.get("num_workers", 0)))
+                        num_workers=int(cfg.data.get("num_workers", 0)),
+                        arms=prepared.pooled, whole_tests=module.loss_needs == "arms")
     return dm, tstats
 
 
@@ -121,7 +123,20 @@ def _score_pairs(module: RewardModule, dm: PairDataModule) -> pd.DataFrame:
     return pairs.dropna(subset=["score_chosen"])
 
 
-def _figures(out: Path, scored: pd.DataFrame, loggers: list) -> dict[str, str]:
+def _classification(cfg: DictConfig, out: Path, scored: pd.DataFrame, pooled: pd.DataFrame) -> tuple[dict, dict]:
+    """The classification study on the held-out pairs (intervals over tests): its table goes to
+    metrics.json, its figures next to the run's other plots. ``task.analysis_boot=0`` skips it."""
+    n_boot = int(cfg.task.get("analysis_boot", 1000))
+    if n_boot <= 0:
+        return {}, {}
+    paths = write_study(scored, out / "plots", pooled=pooled, n_boot=n_boot, seed=int(cfg.seed), score_hist=False)
+    table = pd.read_csv(paths["table_csv"])
+    summary = {f"{r.metric}[{r.subset}]": {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": int(r.n)}
+               for r in table.itertuples()}
+    return summary, {k: v for k, v in paths.items() if str(v).endswith(".png")}
+
+
+def _figures(out: Path, scored: pd.DataFrame, loggers: list, extra: dict | None = None) -> dict[str, str]:
     margin = (scored["score_chosen"] - scored["score_rejected"]).to_numpy()
     figs = {
         "loss_curves": plots.loss_curves(out / "csv", out / "plots" / "loss_curves.png"),
@@ -130,7 +145,7 @@ def _figures(out: Path, scored: pd.DataFrame, loggers: list) -> dict[str, str]:
         "acc_by_ctr_diff": plots.bucket_accuracy(accuracy_by_bucket(scored["ctr_diff"].to_numpy(), margin),
                                                  out / "plots" / "acc_by_ctr_diff.png"),
     }
-    figs = {k: v for k, v in figs.items() if v is not None}
+    figs = {k: v for k, v in {**(extra or {}), **figs}.items() if v is not None}
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             import wandb
@@ -190,7 +205,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scored = _score_pairs(module, dm)
         with atomic_path(out / "test_pair_scores.csv") as tmp:
             scored.to_csv(tmp, index=False)
-        metrics["plots"] = _figures(out, scored, loggers)
+        metrics["classification"], extra = _classification(cfg, out, scored, prepared.pooled)
+        metrics["plots"] = _figures(out, scored, loggers, extra)
     if cfg.get("baselines", True):
         train_pairs, test_pairs = prepared.split("train"), prepared.split("test")
         metrics["baselines"] = {"longer_wins": baselines.longer_wins(test_pairs),

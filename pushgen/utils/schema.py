@@ -183,10 +183,32 @@ class LossConfig:
     """Keys every loss has; a loss with more subclasses it and registers under its name."""
     name: str
     use_weights: bool = False
+    # Reward centering: + center_weight * mean(score^2) over the batch's texts.
+    center_weight: float = bounded(0.0, default=0.0)
+    # Read by bt_margin only; allowed on every loss so one Optuna search can sweep it across losses
+    # (the module warns when a loss ignores it).
+    margin_scale: Optional[float] = bounded(0.0, default=None)
 
 
 register_loss("bradley_terry")(LossConfig)
 register_loss("soft_bce")(LossConfig)
+# Arm losses read whole tests; pushgen.losses.get_loss refuses use_weights=true for them.
+register_loss("plackett_luce")(LossConfig)
+register_loss("binomial")(LossConfig)
+
+
+@register_loss("bt_margin")
+@dataclass(kw_only=True)
+class MarginLossConfig(LossConfig):
+    margin_from: Literal["z", "ctr_diff"] = "z"
+    margin_scale: Optional[float] = bounded(0.0, default=0.25)
+    margin_cap: Optional[float] = bounded(0.0, default=2.0)
+
+
+@register_loss("hinge")
+@dataclass(kw_only=True)
+class HingeLossConfig(LossConfig):
+    hinge_margin: float = bounded(0.0, default=1.0)
 
 
 @register_group("optim")
@@ -203,6 +225,8 @@ class OptimConfig:
 class TaskConfig:
     name: str
     export_model: bool = False
+    # Bootstrap resamples of the classification study after testing (0: skip it).
+    analysis_boot: int = bounded(0, default=1000)
 
 
 @register_group("paths")
@@ -468,6 +492,21 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             errors.append(f"{name}: missing required key")
     if errors:
         raise ConfigError(errors)
+
+
+# Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
+def _check_taxonomy(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    check_taxonomy_config(node, path, errors)
+
+
+def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.labelers import check_labeler_config
+    check_labeler_config(node, path, errors)
+
+
+GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["labeler"] = _check_labeler
 
 
 def _hydra_callback_base():
