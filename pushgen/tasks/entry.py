@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
@@ -16,11 +16,19 @@ from pushgen.utils.run import closing_loggers
 log = logging.getLogger(__name__)
 
 
-def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
-    from pushgen.tasks import reward
+def _task_function(which: str) -> Callable[[DictConfig], dict[str, Any]]:
+    # Imported on demand: each entry point pays only for its own task's imports.
+    if which in ("train", "eval"):
+        from pushgen.tasks import reward
+        return reward.train if which == "train" else reward.evaluate
+    if which == "generate":
+        from pushgen.tasks.generate import generate
+        return generate
+    raise ValueError(f"unknown task '{which}'")
 
-    if which not in ("train", "eval"):
-        raise ValueError(f"unknown task '{which}'")
+
+def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
+    task = _task_function(which)
     out = Path(cfg.paths.output_dir)
     # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
     check_run_dir(out, resuming=which == "train" and bool(cfg.get("ckpt_path")))
@@ -29,7 +37,7 @@ def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
     log.info("run folder: %s", out)
     with closing_loggers():
         try:
-            return reward.train(cfg) if which == "train" else reward.evaluate(cfg)
+            return task(cfg)
         except Exception:
             # The cause goes into the run folder's log too, not only to the terminal.
             log.exception("%s failed", which)

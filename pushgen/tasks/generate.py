@@ -1,0 +1,177 @@
+"""The best-of-N task that generate.py calls: for held-out items, generate candidates per style
+category, judge, score and select them, and write tables, metrics, plots and a report.
+
+Reads: a generator folder (an SFT run's output, or any causal LM), an exported reward model (a
+train.py run's reward_model/), optionally a second "gold" reward model, and the A/B data for items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pushgen.data.pipeline import prepare
+from pushgen.evaluation import generation_plots as gplots
+from pushgen.generation.backends import Sampling, build_backend, load_causal_lm
+from pushgen.generation.constraints import KEPT, Constraints
+from pushgen.generation.diagnostics import best_of_n_curve
+from pushgen.generation.loop import generate_candidates, held_out_items, score_and_select
+from pushgen.generation.metrics import NO_CATEGORY, selection_metrics
+from pushgen.generation.report import write_report
+from pushgen.generation.scoring import score_texts
+from pushgen.utils.config import to_plain
+from pushgen.utils.run import seed_everything, set_threads, write_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_categories(requested: Any, taxonomy, use_category: bool) -> list[str | None]:
+    """`generation.categories`: `all` (the taxonomy's), or a list of names; None when the prompt has no category."""
+    if not use_category:
+        return [None]
+    if requested in (None, "all"):
+        return list(taxonomy.names)
+    names = [str(c) for c in requested]
+    unknown = [c for c in names if c not in taxonomy]
+    if unknown:
+        raise ValueError(f"generation.categories has {unknown}, not in the taxonomy (known: {', '.join(taxonomy.names)})")
+    return names
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None so metrics.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _scorer(model, cfg):
+    bs, max_len = int(cfg.get("batch_size", 64)), cfg.get("max_length", 64)
+    return lambda texts: score_texts(model, texts, batch_size=bs, max_length=None if max_len is None else int(max_len))
+
+
+def _figures(out: Path, result, curve: pd.DataFrame, sel_metrics: dict) -> dict[str, str]:
+    kept = result.candidates[result.candidates["fate"] == KEPT]
+    best_h = result.humans.groupby("item_id")["score"].max().to_numpy()
+    adh = {name: {k.split("/", 1)[1]: v for k, v in (sel_metrics.get(key) or {}).items() if k.startswith("cat/")}
+           for name, key in (("all kept candidates", "adherence_candidates"), ("selections", "adherence_selected"))}
+    figs = {
+        "best_of_n": gplots.best_of_n(curve, out / "plots" / "best_of_n.png"),
+        "scores": gplots.score_distributions(kept["score"].to_numpy(), result.selections["score"].to_numpy(), best_h,
+                                             out / "plots" / "scores.png"),
+        "score_vs_length": gplots.score_vs_length(kept["n_chars"].to_numpy(), kept["score"].to_numpy(),
+                                                  result.humans["text"].str.len().to_numpy(),
+                                                  result.humans["score"].to_numpy(), out / "plots" / "score_vs_length.png",
+                                                  corr=sel_metrics["score_length_corr"]["pearson"]),
+        "adherence": gplots.adherence_bars(adh, out / "plots" / "adherence.png"),
+    }
+    return {k: str(v) for k, v in figs.items() if v is not None}
+
+
+def _log_wandb(cfg: DictConfig, out: Path, metrics: dict, figs: dict, result) -> None:
+    lg = (cfg.get("logger") or {}).get("wandb")
+    if not lg:
+        return
+    import wandb
+
+    run = wandb.init(project=lg.get("project", "pushgen"), name=str(cfg.name), group=lg.get("group"), dir=str(out),
+                     mode="offline" if lg.get("offline", True) else None,
+                     config=OmegaConf.to_container(cfg, resolve=True))
+    flat = pd.json_normalize(_finite({k: v for k, v in metrics.items() if k != "plots"}), sep="/").iloc[0].to_dict()
+    run.log({k: v for k, v in flat.items() if isinstance(v, (int, float)) and v is not None})
+    run.log({f"plots/{k}": wandb.Image(v) for k, v in figs.items()})
+    cols = [c for c in ("item_id", "category", "text", "score", "gold_score", "label") if c in result.selections]
+    run.log({"selections": wandb.Table(dataframe=result.selections[cols].astype({"item_id": str}))})
+
+
+def generate(cfg: DictConfig) -> dict[str, Any]:
+    from pushgen.categories.labelers import build_labeler
+    from pushgen.categories.prompts import build_prompt_builder
+    from pushgen.categories.taxonomy import load_taxonomy
+    from pushgen.models.reward import RewardModel
+
+    out = Path(cfg.paths.output_dir)
+    set_threads(cfg.get("threads"))
+    seed_everything(cfg.seed)
+    gen = cfg.generation
+    # Models and settings first: a wrong path or key fails in seconds, before any data is read.
+    sampling = Sampling.from_cfg(to_plain(gen.sampling))
+    constraints = Constraints.from_cfg(to_plain(gen.constraints))
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    labeler = build_labeler(cfg.labeler, taxonomy)
+    reward = RewardModel.from_pretrained(cfg.reward_model)
+    gold = RewardModel.from_pretrained(cfg.gold_reward_model) if cfg.get("gold_reward_model") else None
+    g = cfg.generator
+    if not g.get("path"):
+        raise ValueError("generator.path is not set: give a generator folder (an SFT run's output) or a model id")
+    backend_cfg = to_plain(gen.backend)
+    if backend_cfg.get("name", "hf") == "hf":
+        model, tok = load_causal_lm(g.path, dtype=g.get("dtype", "float32"), trust_remote_code=bool(g.get("trust_remote_code")))
+    else:  # vLLM loads the weights itself; only the tokenizer is needed here, for the prompts
+        from transformers import AutoTokenizer
+        model, tok = None, AutoTokenizer.from_pretrained(str(g.path), trust_remote_code=bool(g.get("trust_remote_code")))
+    builder = build_prompt_builder(tok, cfg.prompt, taxonomy)
+    categories = resolve_categories(to_plain(gen.categories), taxonomy, builder.use_category)
+    backend = build_backend(backend_cfg, sampling, model=model, tokenizer=tok, model_path=str(g.path),
+                            stop_ids=builder.stop_ids)
+
+    prepared = prepare(cfg.data, seed=int(cfg.seed))
+    items, humans = held_out_items(prepared.pooled, split=str(cfg.items.split), limit=cfg.items.get("limit"),
+                                   seed=int(cfg.seed))
+    log.info("%d items from split %s, categories %s, n=%d each", len(items), cfg.items.split, categories,
+             int(gen.n_per_category))
+    raw = generate_candidates(items, categories, builder.prompt_ids, backend, n=int(gen.n_per_category),
+                              seed=int(cfg.seed))
+    start = time.perf_counter()
+    result = score_and_select(raw, humans, constraints, _scorer(reward, cfg.scoring),
+                              _scorer(gold, cfg.scoring) if gold is not None else None,
+                              labeler.label, top_k=int(cfg.selection.top_k))
+    score_seconds = time.perf_counter() - start
+
+    sel_metrics = selection_metrics(result.candidates, result.humans, result.selections)
+    curve = best_of_n_curve(result.candidates, result.humans, gold="gold_score" if gold is not None else None)
+    gen_seconds = float(raw.attrs.get("seconds", float("nan")))
+    metrics: dict[str, Any] = {
+        "run": {"name": str(cfg.name), "generator": str(g.path), "reward_model": str(cfg.reward_model),
+                "gold_reward_model": str(cfg.gold_reward_model) if gold is not None else None,
+                "split": str(cfg.items.split), "categories": [NO_CATEGORY if c is None else c for c in categories],
+                "n_per_category": int(gen.n_per_category), "backend": backend_cfg.get("name", "hf"),
+                "generation_seconds": gen_seconds, "candidates_per_second": len(raw) / gen_seconds if gen_seconds else None,
+                "scoring_seconds": score_seconds, "prompts": builder.stats.as_dict()},
+        "selection": sel_metrics,
+        "best_of_n": curve.to_dict(orient="list"),
+        "data": prepared.stats,
+    }
+    if gold is not None:
+        # The proxy's picks judged by the gold model: does the selection still beat the human text?
+        judged = selection_metrics(result.candidates, result.humans, result.selections, score="gold_score")
+        metrics["selection_gold"] = {k: judged[k] for k in ("replacement_rate", "lift_over_human", "lift_over_best_human",
+                                                             "lift_over_random", "score_length_corr")}
+
+    result.candidates.to_csv(out / "candidates.csv", index=False)
+    result.humans.to_csv(out / "humans.csv", index=False)
+    result.selections.drop(columns=["raw"]).to_csv(out / "selections.csv", index=False)
+    result.top_k.drop(columns=["raw"]).to_csv(out / "top_k_per_category.csv", index=False)
+    curve.to_csv(out / "best_of_n.csv", index=False)
+    metrics["plots"] = _figures(out, result, curve, sel_metrics)
+    write_report(out / "report.md", _finite(metrics), curve, result)
+    _log_wandb(cfg, out, metrics, metrics["plots"], result)
+    # Last: metrics.json marks the run as finished (the run-folder guard and resumed pipelines look for it).
+    write_json(out / "metrics.json", _finite(metrics))
+    log.info("replacement rate %.3f, lift over human %.3f, over random %.3f, adherence %s",
+             sel_metrics["replacement_rate"], sel_metrics["lift_over_human"], sel_metrics["lift_over_random"],
+             (sel_metrics.get("adherence_selected") or {}).get("overall"))
+    return metrics
