@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED, STORIES
+from conftest import REPO, SHARED, STORIES
 from transformers import AutoTokenizer
 
 from pushgen.categories.prompts import IGNORE_INDEX, EmptyTargetError, PromptBuilder
@@ -13,23 +13,10 @@ QWEN_TOK = SHARED / "models" / "qwen2.5-tokenizer"
 IM_START, IM_END, NEWLINE, SYSTEM, ASSISTANT = 151644, 151645, 198, 8948, 77091
 
 
-class _Cat:
-    def __init__(self, name, description):
-        self.name, self.description = name, description
-
-
-class _Taxonomy:
-    """The two categories these tests need, with the taxonomy's interface (names, get)."""
-    names = ["question", "plain_news"]
-    _desc = {"question": "asks the reader something", "plain_news": "states what happened"}
-
-    def get(self, name):
-        return _Cat(name, self._desc[name])
-
-
 @pytest.fixture(scope="module")
 def taxonomy():
-    return _Taxonomy()
+    from pushgen.categories.taxonomy import load_taxonomy
+    return load_taxonomy(REPO / "conf" / "taxonomy" / "default.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +38,7 @@ def test_chatml_prompt_has_the_exact_special_tokens(qwen, taxonomy):
     assert ids[-3:] == [IM_START, ASSISTANT, NEWLINE]
     assert ids.count(IM_START) == 3 and ids.count(IM_END) == 2
     text = qwen.decode(ids)
-    assert "Style: question (asks the reader something)" in text and "Story: A dog rescued a cat." in text
+    assert f"Style: question ({taxonomy.get('question').description})" in text and "Story: A dog rescued a cat." in text
 
     ex = b.example("A dog rescued a cat.", "question", "Would you save a cat?")
     target = qwen("Would you save a cat?", add_special_tokens=False)["input_ids"]

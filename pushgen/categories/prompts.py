@@ -82,7 +82,7 @@ def _category_parts(taxonomy: Any, name: str) -> tuple[str, str]:
         return name, ""
     try:
         cat = taxonomy.get(name)
-    except KeyError as e:
+    except (KeyError, ValueError) as e:
         known = ", ".join(getattr(taxonomy, "names", []) or [])
         raise KeyError(f"category {name!r} is not in the taxonomy (known: {known})") from e
     return getattr(cat, "name", name), getattr(cat, "description", "") or ""
