@@ -149,7 +149,7 @@ class VLLMBackend:
         return [[c.text for c in o.outputs] for o in outs]
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False):
+def load_generator(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False):
     """A causal LM and its tokenizer from a folder or hub id; a LoRA adapter folder is merged into its base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

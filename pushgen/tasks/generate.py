@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pushgen.data.pipeline import prepare
 from pushgen.evaluation import generation_plots as gplots
-from pushgen.generation.backends import Sampling, build_backend, load_causal_lm
+from pushgen.generation.backends import Sampling, build_backend, load_generator
 from pushgen.generation.constraints import KEPT, Constraints
 from pushgen.generation.diagnostics import best_of_n_curve
 from pushgen.generation.loop import generate_candidates, held_out_items, score_and_select
@@ -119,7 +119,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("generator.path is not set: give a generator folder (an SFT run's output) or a model id")
     backend_cfg = to_plain(gen.backend)
     if backend_cfg.get("name", "hf") == "hf":
-        model, tok = load_causal_lm(g.path, dtype=g.get("dtype", "float32"), trust_remote_code=bool(g.get("trust_remote_code")))
+        model, tok = load_generator(g.path, dtype=g.get("dtype", "float32"), trust_remote_code=bool(g.get("trust_remote_code")))
     else:  # vLLM loads the weights itself; only the tokenizer is needed here, for the prompts
         from transformers import AutoTokenizer
         model, tok = None, AutoTokenizer.from_pretrained(str(g.path), trust_remote_code=bool(g.get("trust_remote_code")))
@@ -129,9 +129,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                             stop_ids=builder.stop_ids)
 
     prepared = prepare(cfg.data, seed=int(cfg.seed))
-    items, humans = held_out_items(prepared.pooled, split=str(cfg.items.split), limit=cfg.items.get("limit"),
+    items, humans = held_out_items(prepared.pooled, split=str(cfg.held_out.split), limit=cfg.held_out.get("limit"),
                                    seed=int(cfg.seed))
-    log.info("%d items from split %s, categories %s, n=%d each", len(items), cfg.items.split, categories,
+    log.info("%d items from split %s, categories %s, n=%d each", len(items), cfg.held_out.split, categories,
              int(gen.n_per_category))
     raw = generate_candidates(items, categories, builder.prompt_ids, backend, n=int(gen.n_per_category),
                               seed=int(cfg.seed))
@@ -147,7 +147,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "run": {"name": str(cfg.name), "generator": str(g.path), "reward_model": str(cfg.reward_model),
                 "gold_reward_model": str(cfg.gold_reward_model) if gold is not None else None,
-                "split": str(cfg.items.split), "categories": [NO_CATEGORY if c is None else c for c in categories],
+                "split": str(cfg.held_out.split), "categories": [NO_CATEGORY if c is None else c for c in categories],
                 "n_per_category": int(gen.n_per_category), "backend": backend_cfg.get("name", "hf"),
                 "generation_seconds": gen_seconds, "candidates_per_second": len(raw) / gen_seconds if gen_seconds else None,
                 "scoring_seconds": score_seconds, "prompts": builder.stats.as_dict()},
