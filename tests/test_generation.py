@@ -111,6 +111,13 @@ def test_scoring_sorted_by_length_keeps_input_order(tiny_reward):
     one_by_one = np.array([float(tiny_reward.score_texts([t])[0]) for t in texts])
     np.testing.assert_allclose(got, one_by_one, rtol=1e-5, atol=1e-5)
     assert got[1] == got[3]
+    # With the item as context (decoder: "Item: ... Notification: ..."), as in reward training.
+    from pushgen.data.tokenize import DECODER_TEMPLATE
+    evidence = ["About the council", "About shoes", "About shoes", "About rain"]
+    with_ev = score_texts(tiny_reward, texts, evidence, batch_size=3)
+    expect = [float(tiny_reward.score_texts([DECODER_TEMPLATE.format(evidence=e, text=t)])[0]) for t, e in zip(texts, evidence)]
+    np.testing.assert_allclose(with_ev, expect, rtol=1e-5, atol=1e-5)
+    assert with_ev[1] != with_ev[3]  # same text, other item
 
 
 def _cands(rows):

@@ -22,7 +22,8 @@ from pushgen.generation.select import select_best, top_k_per_category
 log = logging.getLogger(__name__)
 
 PromptFn = Callable[[str, "str | None"], Sequence[int]]
-Scorer = Callable[[Sequence[str]], np.ndarray]
+# (texts, their items' evidence) -> scores
+Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 Labeler = Callable[[Sequence[str]], Sequence[str]]
 
 
@@ -41,7 +42,7 @@ def held_out_items(pooled: pd.DataFrame, split: str = "test", limit: int | None 
     if limit is not None and limit < len(ids):
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=int(limit), replace=False))
     items = pd.DataFrame({"item_id": ids, "evidence": evidence.reindex(ids).to_numpy()})
-    humans = part[part["test_id"].isin(ids)][["test_id", "text", "ctr", "impressions", "clicks"]]
+    humans = part[part["test_id"].isin(ids)][["test_id", "text", "evidence", "ctr", "impressions", "clicks"]]
     humans = humans.rename(columns={"test_id": "item_id"}).reset_index(drop=True)
     # The human text that won its A/B test: the one that would have been sent.
     # (one per item; the first listed on a tie)
@@ -56,16 +57,16 @@ def generate_candidates(items: pd.DataFrame, categories: Sequence[str | None], p
     keys, prompts = [], []
     for item_id, evidence in zip(items["item_id"], items["evidence"]):
         for cat in categories:
-            keys.append((item_id, NO_CATEGORY if cat is None else cat))
+            keys.append((item_id, NO_CATEGORY if cat is None else cat, evidence))
             prompts.append(list(prompt_fn(evidence, cat)))
     start = time.perf_counter()
     outputs = backend.generate(prompts, n=n, seed=seed)
     elapsed = time.perf_counter() - start
-    rows = [{"item_id": item_id, "category": cat, "sample": j, "raw": raw}
-            for (item_id, cat), outs in zip(keys, outputs) for j, raw in enumerate(outs)]
+    rows = [{"item_id": item_id, "category": cat, "sample": j, "raw": raw, "evidence": ev}
+            for (item_id, cat, ev), outs in zip(keys, outputs) for j, raw in enumerate(outs)]
     log.info("generated %d candidates for %d prompts in %.1f s (%.1f candidates/s)",
              len(rows), len(prompts), elapsed, len(rows) / max(elapsed, 1e-9))
-    table = pd.DataFrame(rows, columns=["item_id", "category", "sample", "raw"])
+    table = pd.DataFrame(rows, columns=["item_id", "category", "sample", "raw", "evidence"])
     table.attrs["seconds"] = elapsed
     return table
 
@@ -91,11 +92,12 @@ def score_and_select(raw: pd.DataFrame, humans: pd.DataFrame, constraints: Const
     cand["score"] = np.nan
     # Candidates and human texts in one scoring pass: one sort by length, one set of batches.
     texts = cand.loc[kept, "text"].tolist() + humans["text"].tolist()
-    scores = scorer(texts)
+    evidence = cand.loc[kept, "evidence"].tolist() + humans["evidence"].tolist()
+    scores = scorer(texts, evidence)
     cand.loc[kept, "score"] = scores[:kept.sum()]
     humans["score"] = scores[kept.sum():]
     if gold_scorer is not None:
-        gold = gold_scorer(texts)
+        gold = gold_scorer(texts, evidence)
         cand["gold_score"] = np.nan
         cand.loc[kept, "gold_score"] = gold[:kept.sum()]
         humans["gold_score"] = gold[kept.sum():]

@@ -24,6 +24,9 @@ def _task_function(which: str) -> Callable[[DictConfig], dict[str, Any]]:
     if which == "generate":
         from pushgen.tasks.generate import generate
         return generate
+    if which == "pipeline":
+        from pushgen.tasks.pipeline import run_pipeline
+        return run_pipeline
     raise ValueError(f"unknown task '{which}'")
 
 

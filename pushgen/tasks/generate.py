@@ -59,8 +59,8 @@ def _finite(obj: Any) -> Any:
 
 
 def _scorer(model, cfg):
-    bs, max_len = int(cfg.get("batch_size", 64)), cfg.get("max_length", 64)
-    return lambda texts: score_texts(model, texts, batch_size=bs, max_length=None if max_len is None else int(max_len))
+    bs, max_len, use_ev = int(cfg.get("batch_size", 64)), int(cfg.get("max_length", 64)), bool(cfg.get("use_evidence"))
+    return lambda texts, evidence: score_texts(model, texts, evidence if use_ev else None, batch_size=bs, max_length=max_len)
 
 
 def _figures(out: Path, result, curve: pd.DataFrame, sel_metrics: dict) -> dict[str, str]:
