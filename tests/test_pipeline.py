@@ -1,0 +1,55 @@
+"""pipeline.py: stages run in one folder, later stages find earlier outputs, a resumed pipeline reuses
+finished stages instead of training again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from pushgen.tasks.entry import run_task
+from tests.conftest import COLUMNS, REPO, STORIES, ab_table
+
+DATA_OVERRIDES = ["data.exclude_time=null", "data.srm.enabled=false", "data.split.val=0.2", "data.split.test=0.3",
+                  "data.pairs.min_impressions=0"]
+
+
+@pytest.mark.skipif(not STORIES.is_dir(), reason="../shared/models/stories260K is not there")
+def test_pipeline_links_stages_and_reuses_finished_ones(tmp_path):
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=20).to_parquet(data)
+    columns = ",".join(f"{k}:{v if v is not None else 'null'}" for k, v in COLUMNS.items())
+    common = [f"data.path={data}", f"data.columns={{{columns}}}", *DATA_OVERRIDES, "logger=csv",
+              f"paths.cache_dir={tmp_path / 'cache'}"]
+    tiny_reward = ["backbone=tiny_llama", "debug=fast", "baselines=false", "trainer.enable_progress_bar=false"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=["pipeline.order=[reward,gold,generate]", "threads=1"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "top")
+        cfg.pipeline.common = list(cfg.pipeline.common) + common
+        cfg.stages.reward.overrides = tiny_reward
+        cfg.stages.gold.overrides = tiny_reward + ["backbone.tiny.seed=9"]
+        cfg.stages.generate.overrides = [
+            f"generator.path={STORIES}", "held_out.limit=3", "generation.n_per_category=2",
+            "generation.categories=[question,plain_news]", "generation.sampling.max_new_tokens=8",
+            "generation.constraints.min_chars=2"]
+    summary = run_task(cfg, "pipeline")
+
+    top = tmp_path / "top"
+    gen = json.loads((top / "generate" / "metrics.json").read_text())
+    # The generate stage used the reward and gold models the earlier stages exported.
+    assert gen["run"]["reward_model"] == str(top / "reward" / "reward_model")
+    assert gen["run"]["gold_reward_model"] == str(top / "gold" / "reward_model")
+    assert gen["selection"]["n_candidates"] == 3 * 2 * 2
+    assert set(summary["stages"]) == {"reward", "gold", "generate"} and "replacement_rate" in summary["generate"]
+    assert "generate/report.md" in (top / "report.md").read_text()
+
+    # Resume: the pipeline's own metrics.json is removed (an interrupted run has none); finished
+    # stages are reused, not run again.
+    stamps = {s: (top / s / "metrics.json").stat().st_mtime_ns for s in ("reward", "gold", "generate")}
+    (top / "metrics.json").unlink()
+    again = run_task(cfg, "pipeline")
+    assert {s: (top / s / "metrics.json").stat().st_mtime_ns for s in stamps} == stamps
+    assert again["generate"] == summary["generate"]
