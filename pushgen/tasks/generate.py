@@ -97,9 +97,43 @@ def _log_wandb(cfg: DictConfig, out: Path, metrics: dict, figs: dict, result) ->
     run.log({"selections": wandb.Table(dataframe=result.selections[cols].astype({"item_id": str}))})
 
 
+def _generator(cfg: DictConfig, taxonomy, out: Path):
+    """(model, tokenizer, prompt builder, folder for vLLM) for generator.path.
+
+    An SFT export (pushgen_generator.json) brings the prompt settings it was trained with, so the
+    generator is prompted exactly as in training (only prompt.category is taken from this config,
+    for the no-category ablation); a LoRA adapter is merged for speed. Any other folder or hub id
+    is a plain causal LM prompted with this config's prompt settings."""
+    from pushgen.categories.prompts import build_prompt_builder
+
+    g = cfg.generator
+    if not g.get("path"):
+        raise ValueError("generator.path is not set: give a generator folder (an SFT run's generator/) or a model id")
+    path = Path(str(g.path))
+    use_vllm = cfg.generation.backend.get("name", "hf") == "vllm"
+    if (path / "pushgen_generator.json").is_file():
+        from pushgen.modules.sft_module import load_generator as load_exported
+
+        model, builder = load_exported(path, prompt_overrides={"category": str(cfg.prompt.category)})
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload().eval()
+            if use_vllm:  # vLLM reads whole weights from a folder: write the merged model once
+                merged = out / "generator_merged"
+                model.save_pretrained(merged)
+                builder.tokenizer.save_pretrained(merged)
+                path = merged
+        return (None if use_vllm else model), builder.tokenizer, builder, str(path)
+    trust = bool(g.get("trust_remote_code"))
+    if use_vllm:  # vLLM loads the weights itself; only the tokenizer is needed here, for the prompts
+        from transformers import AutoTokenizer
+        model, tok = None, AutoTokenizer.from_pretrained(str(g.path), trust_remote_code=trust)
+    else:
+        model, tok = load_generator(g.path, dtype=g.get("dtype", "float32"), trust_remote_code=trust)
+    return model, tok, build_prompt_builder(tok, cfg.prompt, taxonomy), str(g.path)
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     from pushgen.categories.labelers import build_labeler
-    from pushgen.categories.prompts import build_prompt_builder
     from pushgen.categories.taxonomy import load_taxonomy
     from pushgen.models.reward import RewardModel
 
@@ -114,19 +148,12 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     labeler = build_labeler(cfg.labeler, taxonomy)
     reward = RewardModel.from_pretrained(cfg.reward_model)
     gold = RewardModel.from_pretrained(cfg.gold_reward_model) if cfg.get("gold_reward_model") else None
-    g = cfg.generator
-    if not g.get("path"):
-        raise ValueError("generator.path is not set: give a generator folder (an SFT run's output) or a model id")
+    model, tok, builder, model_path = _generator(cfg, taxonomy, out)
+    categories = resolve_categories(to_plain(gen.categories), builder.taxonomy or taxonomy, builder.use_category)
     backend_cfg = to_plain(gen.backend)
-    if backend_cfg.get("name", "hf") == "hf":
-        model, tok = load_generator(g.path, dtype=g.get("dtype", "float32"), trust_remote_code=bool(g.get("trust_remote_code")))
-    else:  # vLLM loads the weights itself; only the tokenizer is needed here, for the prompts
-        from transformers import AutoTokenizer
-        model, tok = None, AutoTokenizer.from_pretrained(str(g.path), trust_remote_code=bool(g.get("trust_remote_code")))
-    builder = build_prompt_builder(tok, cfg.prompt, taxonomy)
-    categories = resolve_categories(to_plain(gen.categories), taxonomy, builder.use_category)
-    backend = build_backend(backend_cfg, sampling, model=model, tokenizer=tok, model_path=str(g.path),
+    backend = build_backend(backend_cfg, sampling, model=model, tokenizer=tok, model_path=model_path,
                             stop_ids=builder.stop_ids)
+    g = cfg.generator
 
     prepared = prepare(cfg.data, seed=int(cfg.seed))
     items, humans = held_out_items(prepared.pooled, split=str(cfg.held_out.split), limit=cfg.held_out.get("limit"),
@@ -149,6 +176,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                 "gold_reward_model": str(cfg.gold_reward_model) if gold is not None else None,
                 "split": str(cfg.held_out.split), "categories": [NO_CATEGORY if c is None else c for c in categories],
                 "n_per_category": int(gen.n_per_category), "backend": backend_cfg.get("name", "hf"),
+                "prompt_template": builder.kind,
                 "generation_seconds": gen_seconds, "candidates_per_second": len(raw) / gen_seconds if gen_seconds else None,
                 "scoring_seconds": score_seconds, "prompts": builder.stats.as_dict()},
         "selection": sel_metrics,
