@@ -53,3 +53,29 @@ def test_pipeline_links_stages_and_reuses_finished_ones(tmp_path):
     again = run_task(cfg, "pipeline")
     assert {s: (top / s / "metrics.json").stat().st_mtime_ns for s in stamps} == stamps
     assert again["generate"] == summary["generate"]
+
+
+def test_train_shards_are_disjoint_and_leave_val_and_test_alone(tmp_path):
+    from pushgen.data.pipeline import prepare
+    from tests.conftest import data_cfg
+
+    table = ab_table(n_tests=24)
+    # Two tests share a headline: they must land in the same shard.
+    t4_first = table.loc[table["test"] == "t4", "headline"].iloc[0]
+    table.loc[table.index[table["test"] == "t5"][0], "headline"] = t4_first
+    path = tmp_path / "ab.parquet"
+    table.to_parquet(path)
+    full = prepare(data_cfg(path), seed=0)
+    parts = [prepare(data_cfg(path, split={"val": 0.2, "test": 0.2, "train_shard": {"index": i, "count": 2}}), seed=0)
+             for i in (0, 1)]
+    tests = [set(p.split("train")["test_id"]) for p in parts]
+    assert tests[0] and tests[1] and not tests[0] & tests[1]
+    assert tests[0] | tests[1] == set(full.split("train")["test_id"])
+    keys = [set(p.pooled.loc[p.pooled["split"] == "train", "key"]) for p in parts]
+    assert not keys[0] & keys[1]
+    linked = [{"t4", "t5"} & t for t in tests]
+    assert sorted(map(len, linked)) in ([0, 0], [0, 2])  # together in one shard, or both outside train
+    for split in ("val", "test"):
+        assert parts[0].split(split).equals(full.split(split)) and parts[1].split(split).equals(full.split(split))
+    dropped = parts[0].stats["dropped"]["training test outside train_shard 0/2 (tests)"]
+    assert dropped == len(tests[1])
