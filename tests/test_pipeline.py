@@ -79,3 +79,19 @@ def test_train_shards_are_disjoint_and_leave_val_and_test_alone(tmp_path):
         assert parts[0].split(split).equals(full.split(split)) and parts[1].split(split).equals(full.split(split))
     dropped = parts[0].stats["dropped"]["training test outside train_shard 0/2 (tests)"]
     assert dropped == len(tests[1])
+
+
+@pytest.mark.parametrize("experiment", [None, "pushgen_paper_scale"])
+def test_every_stage_of_the_pipeline_composes(experiment):
+    """The overrides each stage gets (CPU default and paper scale) name real keys and options."""
+    from pushgen.tasks.pipeline import LINKS, compose_stage
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=[f"experiment={experiment}"] if experiment else [])
+        for name in cfg.pipeline.order:
+            spec = cfg.stages[name]
+            links = [f"{key}=/x/{name}" for key in LINKS.get(name, {})]
+            stage = compose_stage(spec.config, [str(o) for o in cfg.pipeline.common] + list(spec.overrides) + links)
+            assert stage.seed == cfg.seed and stage.threads == cfg.threads
+    if experiment:
+        assert cfg.stages.generate.overrides[-1].startswith("scoring.")
