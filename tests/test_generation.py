@@ -78,6 +78,7 @@ def test_sampling_config_errors_name_the_key():
 def test_clean_candidate_takes_first_line_without_quotes():
     assert clean_candidate('\n  "Dogs &amp; cats agree"  \nSecond paragraph') == "Dogs & cats agree"
     assert clean_candidate("   \n") == ""
+    assert clean_candidate("Headline: 'Why cats purr'") == "Why cats purr"
 
 
 def test_constraints_remove_what_they_should():

@@ -17,13 +17,16 @@ from pushgen.data.text import clean_text, normalise_key
 KEPT = "kept"
 FATES = ("empty", "too_short", "too_long", "banned_word", "duplicate", "human_copy", KEPT)
 _WRAPPING_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+# A label some models put before the text itself ("Headline: ...", echoing a prompt's cue).
+_LABEL = re.compile(r"^(?:headline|title|notification|push notification|story)\s*:\s*", re.IGNORECASE)
 
 
 def clean_candidate(raw: str) -> str:
-    """The notification inside a raw continuation: its first non-empty line, cleaned, without
-    wrapping quotes (models often quote the headline or run on into a second paragraph)."""
+    """The notification inside a raw continuation: its first non-empty line, cleaned, without a
+    leading "Headline:"-style label or wrapping quotes (models often quote the headline or run on
+    into a second paragraph)."""
     for line in str(raw).splitlines():
-        line = clean_text(line)
+        line = _LABEL.sub("", clean_text(line))
         if line:
             stripped = line.strip(_WRAPPING_QUOTES).strip()
             return stripped or line

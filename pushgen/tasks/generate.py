@@ -45,6 +45,12 @@ def resolve_categories(requested: Any, taxonomy, use_category: bool) -> list[str
     return names
 
 
+def _readable(table: pd.DataFrame) -> pd.DataFrame:
+    """Long columns (the raw output, the evidence) last, so the tables read well in a spreadsheet."""
+    tail = [c for c in ("raw", "evidence") if c in table]
+    return table[[c for c in table.columns if c not in tail] + tail]
+
+
 def _finite(obj: Any) -> Any:
     """NaN/inf -> None so metrics.json stays strict JSON."""
     if isinstance(obj, dict):
@@ -189,10 +195,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         metrics["selection_gold"] = {k: judged[k] for k in ("replacement_rate", "lift_over_human", "lift_over_best_human",
                                                              "lift_over_random", "score_length_corr")}
 
-    result.candidates.to_csv(out / "candidates.csv", index=False)
-    result.humans.to_csv(out / "humans.csv", index=False)
-    result.selections.drop(columns=["raw"]).to_csv(out / "selections.csv", index=False)
-    result.top_k.drop(columns=["raw"]).to_csv(out / "top_k_per_category.csv", index=False)
+    _readable(result.candidates).to_csv(out / "candidates.csv", index=False)
+    _readable(result.humans).to_csv(out / "humans.csv", index=False)
+    _readable(result.selections.drop(columns=["raw"])).to_csv(out / "selections.csv", index=False)
+    _readable(result.top_k.drop(columns=["raw"])).to_csv(out / "top_k_per_category.csv", index=False)
     curve.to_csv(out / "best_of_n.csv", index=False)
     metrics["plots"] = _figures(out, result, curve, sel_metrics)
     write_report(out / "report.md", _finite(metrics), curve, result)
