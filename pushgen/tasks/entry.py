@@ -16,20 +16,30 @@ from pushgen.utils.run import closing_loggers
 log = logging.getLogger(__name__)
 
 
-def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
-    from pushgen.tasks import reward
+TASKS = {
+    # which -> (module under pushgen.tasks, function); imported on use so each entry point loads only its own.
+    "train": ("reward", "train"),
+    "eval": ("reward", "evaluate"),
+    "sft": ("sft", "train"),
+}
 
-    if which not in ("train", "eval"):
-        raise ValueError(f"unknown task '{which}'")
+
+def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
+    import importlib
+
+    if which not in TASKS:
+        raise ValueError(f"unknown task '{which}' (known: {sorted(TASKS)})")
+    module_name, func_name = TASKS[which]
+    task = getattr(importlib.import_module(f"pushgen.tasks.{module_name}"), func_name)
     out = Path(cfg.paths.output_dir)
     # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
-    check_run_dir(out, resuming=which == "train" and bool(cfg.get("ckpt_path")))
+    check_run_dir(out, resuming=which in ("train", "sft") and bool(cfg.get("ckpt_path")))
     out.mkdir(parents=True, exist_ok=True)
     print_config_tree(cfg, save_to=out / "config_tree.txt")
     log.info("run folder: %s", out)
     with closing_loggers():
         try:
-            return reward.train(cfg) if which == "train" else reward.evaluate(cfg)
+            return task(cfg)
         except Exception:
             # The cause goes into the run folder's log too, not only to the terminal.
             log.exception("%s failed", which)
