@@ -3,9 +3,10 @@ always close the loggers (so multirun jobs never share a W&B run)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -16,25 +17,24 @@ from pushgen.utils.run import closing_loggers
 log = logging.getLogger(__name__)
 
 
-def _task_function(which: str) -> Callable[[DictConfig], dict[str, Any]]:
-    # Imported on demand: each entry point pays only for its own task's imports.
-    if which in ("train", "eval"):
-        from pushgen.tasks import reward
-        return reward.train if which == "train" else reward.evaluate
-    if which == "generate":
-        from pushgen.tasks.generate import generate
-        return generate
-    if which == "pipeline":
-        from pushgen.tasks.pipeline import run_pipeline
-        return run_pipeline
-    raise ValueError(f"unknown task '{which}'")
+TASKS = {
+    # which -> (module under pushgen.tasks, function); imported on use so each entry point loads only its own.
+    "train": ("reward", "train"),
+    "eval": ("reward", "evaluate"),
+    "sft": ("sft", "train"),
+    "generate": ("generate", "generate"),
+    "pipeline": ("pipeline", "run_pipeline"),
+}
 
 
 def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
-    task = _task_function(which)
+    if which not in TASKS:
+        raise ValueError(f"unknown task '{which}' (known: {sorted(TASKS)})")
+    module_name, func_name = TASKS[which]
+    task = getattr(importlib.import_module(f"pushgen.tasks.{module_name}"), func_name)
     out = Path(cfg.paths.output_dir)
     # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
-    check_run_dir(out, resuming=which == "train" and bool(cfg.get("ckpt_path")))
+    check_run_dir(out, resuming=which in ("train", "sft") and bool(cfg.get("ckpt_path")))
     out.mkdir(parents=True, exist_ok=True)
     print_config_tree(cfg, save_to=out / "config_tree.txt")
     log.info("run folder: %s", out)
