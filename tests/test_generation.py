@@ -292,3 +292,37 @@ def test_tiny_generate_and_select_run_end_to_end(tmp_path, tiny_reward):
     # A finished run folder is never written into again.
     with pytest.raises(FileExistsError):
         run_task(cfg, "generate")
+
+
+def test_an_sft_export_is_prompted_as_in_training_and_merged(tmp_path):
+    """generator.path at an SFT export: its own prompt settings (only prompt.category from the
+    config), the LoRA adapter merged, and the same greedy outputs as the unmerged adapter."""
+    from omegaconf import OmegaConf
+
+    from pushgen.categories.taxonomy import load_taxonomy
+    from pushgen.modules.sft_module import SFTModule
+    from pushgen.tasks.generate import _generator
+    from tests.conftest import REPO
+
+    taxonomy_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "taxonomy" / "default.yaml"))
+    tiny = {"source": "tiny", "kind": "decoder", "tiny": {"arch": "llama", "hidden_size": 32, "num_layers": 2,
+                                                         "num_heads": 4, "vocab_size": 256, "seed": 0}}
+    module = SFTModule(backbone=tiny, prompt={"max_evidence_tokens": 16},
+                       sft={"lora": {"enabled": True, "r": 4, "alpha": 8}, "optim": {"lr": 1e-3}}, taxonomy=taxonomy_cfg)
+    with torch.no_grad():  # a non-trivial adapter (lora_B starts at zero)
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    module.export(tmp_path / "gen")
+    cfg = OmegaConf.create({"generator": {"path": str(tmp_path / "gen")}, "prompt": {"category": "label"},
+                            "generation": {"backend": {"name": "hf"}}})
+    taxonomy = load_taxonomy(taxonomy_cfg)
+    model, tok, builder, _ = _generator(cfg, taxonomy, tmp_path)
+    assert not hasattr(model, "peft_config") and builder.cfg["max_evidence_tokens"] == 16
+    prompts = [builder.prompt_ids("Your package has shipped and arrives soon", c) for c in ("question", "plain_news")]
+    greedy = Sampling(do_sample=False, max_new_tokens=6)
+    merged = HFBackend(model, tok, greedy, stop_ids=builder.stop_ids).generate(prompts, n=1, seed=0)
+    adapter = HFBackend(module.model, tok, greedy, stop_ids=builder.stop_ids).generate(prompts, n=1, seed=0)
+    assert merged == adapter
+    cfg.prompt.category = "none"  # the ablation still works on an export
+    assert _generator(cfg, taxonomy, tmp_path)[2].use_category is False
