@@ -154,7 +154,7 @@ class TinyConfig:
 @register_group("backbone")
 @dataclass(kw_only=True)
 class BackboneConfig:
-    source: Literal["hf", "minilm_pypi", "tiny"]
+    source: Literal["hf", "minilm_pypi", "smollm2_pypi", "tiny"]
     name_or_path: Optional[str] = None
     kind: Literal["auto", "encoder", "decoder"] = "auto"
     padding_side: Literal["left", "right"] = "right"
@@ -162,6 +162,8 @@ class BackboneConfig:
     trust_remote_code: bool = False
     dtype: Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"] = "float32"
     tiny: Optional[TinyConfig] = None
+    # Where a PyPI-packaged model converted once to safetensors is cached (smollm2_pypi).
+    cache_dir: Optional[str] = None
 
 
 @dataclass(kw_only=True)
