@@ -90,17 +90,23 @@ def test_exported_reward_model_reloads_with_the_same_scores(trained):
 
 
 @pytest.mark.parametrize("config_name", ["train", "eval"])
-def test_every_experiment_and_group_option_composes(config_name):
+def test_every_experiment_and_group_option_composes_and_validates(config_name):
+    from pushgen.utils.schema import validate_config
     groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in (REPO / "conf").iterdir() if p.is_dir()}
+    # Options that need a value the user must give.
+    need = {"data=ab_log": ["data.path=x.csv"], "backbone=hf": ["backbone.name_or_path=org/model"]}
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         if config_name == "train":
-            for group in ("experiment", "backbone", "loss", "logger", "debug", "trainer", "callbacks", "data"):
-                for option in groups.get(group, []):
-                    cfg = compose(config_name="train", overrides=[f"{group}={option}"])
+            for group in sorted(set(groups) - {"hydra"}):
+                for option in groups[group]:
+                    choice = f"{group}={option}"
+                    cfg = compose(config_name="train", overrides=[choice] + need.get(choice, []))
                     assert cfg.data.columns.text
+                    validate_config(cfg, "train")
         else:
             cfg = compose(config_name="eval", overrides=["ckpt_path=x.ckpt"])
             assert cfg.ckpt_path == "x.ckpt"
+            validate_config(cfg, "eval")
 
 
 def test_missing_data_says_where_the_archive_comes_from(tmp_path):

@@ -110,7 +110,7 @@ def _as_texts(texts: Sequence[str] | str) -> list[str]:
     return [t if isinstance(t, str) else clean_text(t) for t in texts]
 
 
-LABELER_KINDS = ("rules",)
+LABELER_KINDS = ("rules", "learned")
 
 
 def build_labeler(cfg: Mapping[str, Any] | None, taxonomy: Taxonomy) -> Labeler:
@@ -119,4 +119,7 @@ def build_labeler(cfg: Mapping[str, Any] | None, taxonomy: Taxonomy) -> Labeler:
     kind = cfg.get("kind", "rules")
     if kind == "rules":
         return RuleLabeler(taxonomy)
+    if kind == "learned":
+        from pushgen.categories.learned import load_or_train
+        return load_or_train(cfg, taxonomy)
     raise ValueError(f"labeler.kind must be one of {list(LABELER_KINDS)}, got {kind!r}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pushgen.utils.config import to_plain
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CATEGORY_KEYS = {"name", "description", "patterns", "words"}
@@ -28,8 +30,8 @@ class Category:
     name: str
     description: str
     # Rule-labeler evidence: regular expressions (case-insensitive) and whole words or phrases.
-    patterns: tuple[str, ...] = field(default=(), compare=True)
-    words: tuple[str, ...] = field(default=(), compare=True)
+    patterns: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
 
 class Taxonomy:
@@ -112,16 +114,6 @@ class Taxonomy:
                                 "words": list(c.words)} for c in self.categories]}
 
 
-def _plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # omegaconf is a dependency; this only keeps the function usable without it
-        pass
-    return cfg
-
-
 def _strings(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -141,7 +133,7 @@ def load_taxonomy(cfg: Mapping[str, Any] | str | Path) -> Taxonomy:
         if not path.exists():
             raise TaxonomyError(f"taxonomy file {path} does not exist")
         cfg = yaml.safe_load(path.read_text()) or {}
-    cfg = _plain(cfg)
+    cfg = to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise TaxonomyError(f"the taxonomy config must be a mapping, got {type(cfg).__name__}")
     unknown = set(cfg) - _TAXONOMY_KEYS
