@@ -68,6 +68,9 @@ def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     return field(metadata={"min": lo, "max": hi}, **kw)
 
 
+_range = bounded  # the name the loss and task schemas use
+
+
 # ---------------------------------------------------------------------------------------- groups
 @dataclass(kw_only=True)
 class DataColumns:
@@ -290,14 +293,14 @@ class SftLoraConfig:
     r: int = bounded(1, default=16)
     alpha: float = bounded(0.0, default=32)
     dropout: float = bounded(0.0, 1.0, default=0.0)
-    target_modules: Optional[list] = None
+    target_modules: Optional[list[str]] = None
 
 
 @dataclass(kw_only=True)
 class SftOptimConfig:
     lr: float = bounded(0.0, default=1e-4)
     weight_decay: float = bounded(0.0, default=0.0)
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = bounded(0.0, 1.0, default=0.05)
 
 
