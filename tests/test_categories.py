@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from pushgen.categories import RuleLabeler, Taxonomy, TaxonomyError, build_labeler, load_taxonomy
+from pushgen.categories import Labeler, RuleLabeler, Taxonomy, TaxonomyError, build_labeler, load_taxonomy
 
 DEFAULT = REPO / "conf" / "taxonomy" / "default.yaml"
 
@@ -185,6 +185,7 @@ def test_learned_labeler_trains_once_from_config_then_loads_from_the_cache(taxon
     monkeypatch.setattr(learned, "train_from_config", lambda *a: calls.append(a))
     second = build_labeler(cfg, taxonomy)
     assert calls == [] and second.label(["Why is the sky blue?"]) == first.label(["Why is the sky blue?"])
+    assert isinstance(second, Labeler) and isinstance(build_labeler({"kind": "rules"}, taxonomy), Labeler)
     # a different setting is a different fingerprint: it would train again
     assert learned.fingerprint({**cfg, "C": 1.0}, taxonomy) != learned.fingerprint(cfg, taxonomy)
     with pytest.raises(Exception, match="does not exist"):

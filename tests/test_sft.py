@@ -22,6 +22,7 @@ from pushgen.models.sampling import generate_texts
 from pushgen.modules.sft_module import SFTModule, completion_loss, load_generator
 from pushgen.tasks.entry import run_task
 from pushgen.utils.config import register_resolvers
+from pushgen.utils.schema import validate_config
 
 register_resolvers()
 CONF = str(REPO / "conf")
@@ -134,11 +135,15 @@ def test_cached_conversion_converts_once(tmp_path):
 
 @pytest.mark.parametrize("over", [["backbone=smollm2"], ["backbone=qwen2.5_0.5b"], ["backbone=qwen2.5_1.5b"],
                                   ["backbone=qwen2.5_7b"], ["backbone=llama3.2_1b"], ["experiment=fig3_backbones"],
-                                  ["experiment=sft_smollm2_cpu"], ["prompt=no_category"]])
+                                  ["experiment=sft_smollm2_cpu"], ["prompt=no_category"],
+                                  ["debug=sft_fast"]])
 def test_sft_configs_compose(over):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="sft", overrides=over)
     assert cfg.backbone.kind == "decoder" and cfg.sft.packing.max_tokens > 0 and cfg.taxonomy.categories
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/unused"
+    validate_config(cfg, "sft")                              # every key and type the schema knows
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         reward = compose(config_name="train")
     assert cfg.data == reward.data and cfg.seed == reward.seed  # the same split as the reward model

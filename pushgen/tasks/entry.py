@@ -33,14 +33,14 @@ TASKS = {
 def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
     if which not in TASKS:
         raise ValueError(f"unknown task '{which}' (known: {sorted(TASKS)})")
-    module_name, func_name = TASKS[which]
-    task = getattr(importlib.import_module(f"pushgen.tasks.{module_name}"), func_name)
     # Every key, type and required value is checked before anything is read or written.
     try:
         validate_config(cfg, which)
     except ConfigError as err:
         log.error("%s", err)  # in a sweep, the job's own log then says why the trial failed
         raise
+    module_name, func_name = TASKS[which]
+    task = getattr(importlib.import_module(f"pushgen.tasks.{module_name}"), func_name)
     out = Path(cfg.paths.output_dir)
     # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
     check_run_dir(out, resuming=which in ("train", "sft") and bool(cfg.get("ckpt_path")))
