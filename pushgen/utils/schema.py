@@ -273,7 +273,7 @@ class EvalTop(CommonTop):
 
 
 @dataclass(kw_only=True)
-class SamplingConfig:
+class GenerationSamplingConfig:
     do_sample: bool = True
     temperature: float = bounded(0.0, default=1.0)
     top_p: float = bounded(0.0, 1.0, default=1.0)
@@ -302,7 +302,7 @@ class ConstraintsConfig:
 class GenerationConfig:
     categories: Any = "all"   # `all` or a list of category names (checked against the taxonomy)
     n_per_category: int = bounded(1, default=2)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: GenerationSamplingConfig = field(default_factory=GenerationSamplingConfig)
     backend: GenerationBackendConfig = field(default_factory=GenerationBackendConfig)
     constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
 
