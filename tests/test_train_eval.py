@@ -90,7 +90,7 @@ def test_exported_reward_model_reloads_with_the_same_scores(trained):
 
 
 # Values a user must give on the command line, per top-level config and per group option.
-REQUIRED = {"eval": ["ckpt_path=x.ckpt"]}
+REQUIRED = {"eval": ["ckpt_path=x.ckpt"], "generate": ["generator.path=x", "reward_model=x"]}
 NEED = {"data=ab_log": ["data.path=x.csv"], "backbone=hf": ["backbone.name_or_path=org/model"]}
 TOP_CONFIGS = sorted(p.stem for p in (REPO / "conf").glob("*.yaml"))
 

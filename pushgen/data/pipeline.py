@@ -14,7 +14,7 @@ from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, p
 from pushgen.data.errors import DataError
 from pushgen.data.loading import DropLog, read_table, validate
 from pushgen.data.pairs import build_pairs, filter_pairs
-from pushgen.data.splits import SPLITS, assign_splits
+from pushgen.data.splits import SPLITS, assign_splits, train_shards
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,20 @@ def load_arms(cfg: Mapping, drops: DropLog) -> tuple[pd.DataFrame, int]:
     return arms, len(raw)
 
 
+def _keep_train_shard(pooled: pd.DataFrame, shard: Mapping, seed: int, drops: DropLog) -> pd.DataFrame:
+    """Only one shard of the training tests trains (`data.split.train_shard: {index, count}`); val and
+    test are untouched, so models trained on different shards are compared on the same pairs."""
+    index, count = int(shard["index"]), int(shard["count"])
+    if not 0 <= index < count:
+        raise ValueError(f"data.split.train_shard.index must be in [0, {count}), got {index}")
+    shard_of = train_shards(pooled, count, seed)
+    other = (pooled["split"] == "train") & (pooled["test_id"].map(shard_of) != index)
+    drops.add(f"training test outside train_shard {index}/{count}", int(pooled.loc[other, "test_id"].nunique()),
+              unit="tests")
+    # Marked rather than removed, so row numbers (which pairs point at) stay those of the full data.
+    return pooled.assign(split=pooled["split"].where(~other, "unused"))
+
+
 def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> PreparedData:
     """Run the data flow. ``whole_file_split='test'`` puts every test in that split (for eval.py)."""
     drops = DropLog()
@@ -71,6 +85,9 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
         split_seed = int(_get(split_cfg, "seed", seed))  # fix it to compare model seeds on one test set
         side = assign_splits(pooled, float(_get(split_cfg, "val", 0.1)), float(_get(split_cfg, "test", 0.1)), split_seed)
         pooled["split"] = pooled["test_id"].map(side).to_numpy()
+        shard = _get(split_cfg, "train_shard")
+        if shard is not None:
+            pooled = _keep_train_shard(pooled, shard, split_seed, drops)
 
     pair_cfg = _get(cfg, "pairs", {})
     pairs = build_pairs(pooled, weighting=_get(pair_cfg, "weighting", "uniform"), drops=drops)

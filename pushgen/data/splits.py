@@ -49,3 +49,17 @@ def assign_splits(pooled: pd.DataFrame, val: float, test: float, seed: int) -> p
         if side != "train":
             filled[side] += sizes[g]
     return groups.map(side_of_group).rename("split")
+
+
+def train_shards(pooled: pd.DataFrame, count: int, seed: int) -> pd.Series:
+    """Shard index (0..count-1) per training test, whole leakage groups at a time, so that models
+    trained on different shards never share a text or an evidence text (e.g. a proxy and a gold
+    reward model trained on disjoint halves)."""
+    if count < 2:
+        raise ValueError(f"data.split.train_shard.count must be >= 2, got {count}")
+    train = pooled[pooled["split"] == "train"]
+    groups = leakage_groups(train)
+    order = np.random.default_rng(seed).permutation(groups.unique())
+    # Deal groups round-robin in a shuffled order: shards of about equal size, none of them favoured.
+    shard_of_group = {g: i % count for i, g in enumerate(order)}
+    return groups.map(shard_of_group).rename("shard")

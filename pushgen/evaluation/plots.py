@@ -77,6 +77,42 @@ def bucket_accuracy(rows: list[tuple[str, int, float]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def sft_loss_curves(runs: dict[str, str | Path], path: Path, title: str = "SFT loss curves") -> Path | None:
+    """Train (running mean) and validation completion loss of one or more runs in one figure."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for i, (label, csv_dir) in enumerate(runs.items()):
+        df = read_metrics(csv_dir)
+        if df.empty or "step" not in df:
+            continue
+        color = f"C{i % 10}"
+        if "train/loss" in df:
+            part = df[["step", "train/loss"]].dropna()
+            ax.plot(part["step"], part["train/loss"].rolling(5, min_periods=1).mean(), color=color, alpha=0.6,
+                    label=f"{label} train")
+            drawn = True
+        if "val/loss" in df:
+            part = df[["step", "val/loss"]].dropna()
+            ax.plot(part["step"], part["val/loss"], color=color, ls="--", marker="o", ms=3, label=f"{label} val")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel("completion loss (nats/token)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def log_images(loggers: list, images: dict[str, str | Path]) -> None:
+    """Send PNGs to every W&B logger among ``loggers`` as wandb.Image under plots/NAME."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+            lg.experiment.log({f"plots/{k}": wandb.Image(str(v)) for k, v in images.items()})
+
+
 def metric_bars(rows: pd.DataFrame, xlabel: str, ylabel: str, path: Path, chance: float | None = None,
                 title: str | None = None) -> Path:
     """Bars of ``value`` per ``subset`` with their 95% intervals (``ci_low``, ``ci_high``) as error bars;

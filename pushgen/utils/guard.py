@@ -33,7 +33,7 @@ class RefuseUsedRunDir(Callback):
     """Runs before Hydra writes .hydra/ into the run folder, so a refused run changes nothing there."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        resuming = config.hydra.job.name == "train" and bool(config.get("ckpt_path"))
+        resuming = config.hydra.job.name in ("train", "sft") and bool(config.get("ckpt_path"))
         try:
             check_run_dir(config.hydra.run.dir, resuming)
         except FileExistsError as exc:

