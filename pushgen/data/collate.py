@@ -60,25 +60,55 @@ class PairCollator:
 
 
 class TestGroupedBatchSampler(Sampler[list[int]]):
-    __test__ = False  # "Test" here is an A/B test, not a pytest class
     """Batches made of whole tests in a seeded random order: texts of one test are shared by its
-    pairs, so a batch encodes far fewer texts than 2 x pairs. Reshuffles at every pass."""
+    pairs, so a batch encodes far fewer texts than 2 x pairs. Reshuffles at every pass.
 
-    def __init__(self, test_codes: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
+    With ``num_replicas`` > 1 (data-parallel training) every rank builds the same global batches of
+    ``batch_size * num_replicas`` pairs and keeps its own slice, so N ranks at batch b see exactly
+    the pairs one process sees at batch N x b (the loss is normalised over the global batch, see
+    RewardModule). Every rank yields the same number of batches, as DDP needs: when the last global
+    batch has fewer pairs than ranks, training tops it up from the start of the pass, and evaluation
+    leaves the short ranks out of that batch (nothing is scored twice).
+    """
+
+    __test__ = False  # "Test" here is an A/B test, not a pytest class
+
+    def __init__(self, test_codes: np.ndarray, batch_size: int, seed: int, shuffle: bool = True,
+                 num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
         order = np.argsort(test_codes, kind="stable")
         bounds = np.flatnonzero(np.diff(test_codes[order])) + 1
-        self.groups = np.split(order, bounds)
+        self.groups = np.split(order, bounds) if len(order) else []
         self.passes = 0
 
-    def __iter__(self):
+    def _global_order(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.passes])
         self.passes += 1
         groups = [self.groups[i] for i in rng.permutation(len(self.groups))] if self.shuffle else self.groups
-        flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
-        for start in range(0, len(flat), self.batch_size):
-            yield flat[start: start + self.batch_size].tolist()
+        return np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+
+    def __iter__(self):
+        flat = self._global_order()
+        world = self.num_replicas
+        step = self.batch_size * world
+        for start in range(0, len(flat), step):
+            chunk = flat[start: start + step]
+            if world > 1:
+                if len(chunk) < world and self.shuffle:
+                    chunk = np.concatenate([chunk, flat[: world - len(chunk)]])
+                # Equal slices when the global batch is full; near-equal ones for the last batch.
+                chunk = np.array_split(chunk, world)[self.rank]
+            if len(chunk):
+                yield chunk.tolist()
 
     def __len__(self) -> int:
         n = sum(len(g) for g in self.groups)
-        return (n + self.batch_size - 1) // self.batch_size
+        full = (n + self.batch_size * self.num_replicas - 1) // (self.batch_size * self.num_replicas)
+        if self.num_replicas > 1 and not self.shuffle and n % (self.batch_size * self.num_replicas):
+            # The last evaluation batch may leave this rank out.
+            last = n % (self.batch_size * self.num_replicas)
+            full -= int(self.rank >= last)
+        return full

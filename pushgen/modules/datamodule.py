@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from pushgen.data.collate import PairCollator, PairDataset, TestGroupedBatchSampler
 
@@ -33,13 +32,27 @@ class PairDataModule(L.LightningDataModule):
         codes = pd.factorize(pairs["test_id"])[0]
         ds = PairDataset(pairs)
         batch = self.batch_size if train else self.eval_batch_size
+        world, rank = self._replicas()
         if train and not self.group_by_test:
+            if world > 1:
+                sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=int(self.seed))
+                return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=self.collate,
+                                  num_workers=self.num_workers)
             gen = torch.Generator().manual_seed(int(self.seed))
             return DataLoader(ds, batch_size=batch, shuffle=True, generator=gen, collate_fn=self.collate,
                               num_workers=self.num_workers)
         # Evaluation also groups by test (unshuffled): shared texts are scored once.
-        sampler = TestGroupedBatchSampler(np.asarray(codes), batch, seed=int(self.seed), shuffle=train)
+        sampler = TestGroupedBatchSampler(np.asarray(codes), batch, seed=int(self.seed), shuffle=train,
+                                          num_replicas=world, rank=rank)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, rank) of data-parallel training; (1, 0) outside a Trainer or on one device.
+        The samplers split batches themselves, so trainer configs set use_distributed_sampler=false."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
 
     def train_dataloader(self):
         return self._loader("train", True)
