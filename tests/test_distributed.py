@@ -84,3 +84,16 @@ def test_ddp_on_two_cpu_processes_matches_one_process_at_the_same_global_batch(p
     assert distance(one, init) > 1e-3                 # training moved the weights
     assert distance(one, two) < 1e-4                  # 2 x 4 on two processes == 8 on one (seen: 4e-6)
     assert distance(one, half) > 100 * distance(one, two)   # and batch 4 on one process is not the same
+
+
+def test_gpu_engine_configs_name_strategies_lightning_knows():
+    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+    strategies = {}
+    for option in ("ddp", "fsdp", "deepspeed"):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"trainer={option}", "trainer.num_nodes=2"])
+        assert cfg.trainer.num_nodes == 2 and cfg.trainer.use_distributed_sampler is False
+        strategies[option] = cfg.trainer.strategy
+    assert strategies["ddp"] in StrategyRegistry and strategies["deepspeed"] in StrategyRegistry
+    assert isinstance(instantiate(strategies["fsdp"]), FSDPStrategy)
