@@ -46,7 +46,8 @@ def fixed_width(batch, width, pad_id):
     return {**batch, "input_ids": out_ids, "attention_mask": out_mask}
 
 
-def train_rate(model, data, two_forwards=False, autocast=False, token_ids=None, pad_id=0) -> tuple[float, float]:
+def train_rate(model, data, two_forwards=False, autocast=False, token_ids=None, pad_id=0,
+               pairs_df=None) -> tuple[float, float]:
     """pairs/s over data[1:] (data[0] is a warm-up step) and the mean loss of the timed steps."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
@@ -57,8 +58,9 @@ def train_rate(model, data, two_forwards=False, autocast=False, token_ids=None, 
             start = time.perf_counter()
         with ctx():
             if two_forwards:
-                ids_c, m_c = pad_sequences([token_ids[j] for j in batch["chosen"]], pad_id)
-                ids_r, m_r = pad_sequences([token_ids[j] for j in batch["rejected"]], pad_id)
+                rows = pairs_df.iloc[batch["index"].numpy()]
+                ids_c, m_c = pad_sequences([token_ids[j] for j in rows["chosen"]], pad_id)
+                ids_r, m_r = pad_sequences([token_ids[j] for j in rows["rejected"]], pad_id)
                 margin = model(ids_c, m_c) - model(ids_r, m_r)
             else:
                 scores = model(batch["input_ids"], batch["attention_mask"])
@@ -91,6 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--bf16-steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--val-batches", type=int, default=8, help="validation batches (64 pairs) for the bf16 check")
     ap.add_argument("--skip-compile", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,7 +119,8 @@ def main() -> None:
         rows.append((name, rate))
         print(f"  {name:22s} {rate:7.1f} pairs/s  (mean loss {loss:.4f}){note}")
 
-    report("two forwards", *train_rate(fresh(), rnd, two_forwards=True, token_ids=ids, pad_id=pad))
+    report("two forwards", *train_rate(fresh(), rnd, two_forwards=True, token_ids=ids, pad_id=pad,
+                                         pairs_df=splits["train"]))
     report("one forward", *train_rate(fresh(), rnd))
     report("one forward, grouped", *train_rate(fresh(), grp))
     report("fixed padding to 64", *train_rate(fresh(), [fixed_width(b, 64, pad) for b in grp]))
@@ -128,7 +132,7 @@ def main() -> None:
     # Metric check: one set of weights (a few fp32 steps in), validation pairs scored both ways.
     model = fresh()
     train_rate(model, grp[:6])
-    val = grouped_dm.val_dataloader()
+    val = batches(grouped_dm.val_dataloader(), min(args.val_batches, len(grouped_dm.val_dataloader())))
     with Timer() as t32:
         c32, r32 = score(model, val)
     with Timer() as t16:

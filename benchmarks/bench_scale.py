@@ -36,7 +36,8 @@ sys.path.insert(0, sys.argv[2])
 from pushgen.data.pipeline import prepare
 from _common import default_cfg
 cfg = default_cfg([f"data.path={sys.argv[1]}"])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import psutil
+before = psutil.Process().memory_info().rss / 1024   # now, after the imports (ru_maxrss is in KiB too)
 tracemalloc.start()
 prepared = prepare(cfg.data, seed=0)
 _, peak = tracemalloc.get_traced_memory()
@@ -83,20 +84,21 @@ def main() -> None:
     ap.add_argument("--tests", type=int, default=150, help="tests at 1x for the epoch curve")
     ap.add_argument("--rows", type=int, default=20000, help="arms at 1x for the memory curve (about 4 per test)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", nargs="+", default=["epoch", "memory", "columns"])
     args = ap.parse_args()
     out = REPO / "logs" / "bench" / "scale"
     out.mkdir(parents=True, exist_ok=True)
     epoch_rows, memory_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         print("== time per epoch vs pairs (tiny Llama, batch 32, fp32)")
-        for k in SCALES:
+        for k in SCALES if "epoch" in args.parts else ():
             path = Path(tmp) / f"epoch_{k}.parquet"
             synthetic_ab_log(args.tests * k, seed=k).to_parquet(path)
             pairs, secs = epoch_seconds(path, args.threads)
             epoch_rows.append({"scale": k, "train_pairs": pairs, "epoch_s": secs, "us_per_pair": 1e6 * secs / pairs})
             print(f"  {k:2d}x: {pairs:6d} train pairs, epoch {secs:6.2f} s, {1e6 * secs / pairs:7.0f} us/pair")
         print("== peak memory of prepare() vs rows (fresh process per size)")
-        for k in SCALES:
+        for k in SCALES if "memory" in args.parts else ():
             path = Path(tmp) / f"rows_{k}.parquet"
             synthetic_ab_log(args.rows * k // 4, seed=k).to_parquet(path)
             res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(REPO)], capture_output=True,
@@ -114,7 +116,7 @@ def main() -> None:
     cfg = default_cfg()
     wanted = [c for c in cfg.data.columns.values() if c is not None]
     print("== the real Upworthy log: read whole vs mapped columns only")
-    for label, cols in (("whole file", None), ("mapped columns", wanted)):
+    for label, cols in (("whole file", None), ("mapped columns", wanted)) if "columns" in args.parts else ():
         tracemalloc.start()
         table = read_table(cfg.data.path, columns=cols)
         _, peak = tracemalloc.get_traced_memory()
@@ -128,6 +130,8 @@ def main() -> None:
     import pandas as pd
 
     ep, mem = pd.DataFrame(epoch_rows), pd.DataFrame(memory_rows)
+    if ep.empty or mem.empty:
+        return
     ep.to_csv(out / "scale_epoch.csv", index=False)
     mem.to_csv(out / "scale_memory.csv", index=False)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
