@@ -27,7 +27,7 @@ import time
 import warnings
 
 import torch
-from _common import default_cfg, matmul_params, peak_matmul_flops
+from _common import REPO, default_cfg, matmul_params, peak_matmul_flops
 
 from pushgen.data.pipeline import prepare
 from pushgen.data.tokenize import tokenize_texts
@@ -122,7 +122,7 @@ def run_trl(model_path: str, tokenizer, train_pairs, token_ids, steps: int, out:
     return clock
 
 
-def compare(backbone: str, steps: int, rounds: int, peak: float, threads: int) -> dict:
+def compare(backbone: str, steps: int, rounds: int, peak: float, threads: int, cache_dir: str) -> dict:
     cfg = default_cfg([f"backbone={backbone}"])
     prepared = prepare(cfg.data, seed=0)
     probe = RewardModule(backbone=to_plain(cfg.backbone), reward=to_plain(cfg.reward), loss=to_plain(cfg.loss),
@@ -130,7 +130,7 @@ def compare(backbone: str, steps: int, rounds: int, peak: float, threads: int) -
     tok, kind = probe.tokenizer, probe.model.kind
     params = matmul_params(probe.model)
     token_ids, _ = tokenize_texts(prepared.pooled, tok, max_length=int(cfg.reward.max_length), use_evidence=False,
-                                  kind=kind, cache_dir=REPO_CACHE)
+                                  kind=kind, cache_dir=cache_dir)
     model_path = resolve_model_path(cfg.backbone.source, cfg.backbone.get("name_or_path"))
     train_pairs = prepared.split("train")
     print(f"\n== {backbone}: {params / 1e6:.2f}M matmul params, batch {BATCH} pairs, max_length "
@@ -160,11 +160,7 @@ def compare(backbone: str, steps: int, rounds: int, peak: float, threads: int) -
     return summary
 
 
-REPO_CACHE = None
-
-
 def main() -> None:
-    global REPO_CACHE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbones", nargs="+", default=["minilm", "stories260k"])
     ap.add_argument("--steps", type=int, default=30)
@@ -173,12 +169,11 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    from _common import REPO
-    REPO_CACHE = str(REPO / "logs" / "bench" / "cache" / "tokenized")
+    cache_dir = str(REPO / "logs" / "bench" / "cache" / "tokenized")
     peak = peak_matmul_flops()
     print(f"peak fp32 matmul (1024^3, best of 20): {peak / 1e9:.1f} GFLOP/s on {args.threads} threads")
     for bb in args.backbones:
-        compare(bb, args.steps, args.rounds, peak, args.threads)
+        compare(bb, args.steps, args.rounds, peak, args.threads, cache_dir)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def test_ranks_split_the_global_batches_of_one_process(shuffle):
         assert len(ranks[0]) == len(ranks[1]) == len(single)
     for step, batch in enumerate(single):
         parts = [ranks[r][step] for r in (0, 1) if step < len(ranks[r])]
-        assert sorted(sum(parts, [])) == sorted(batch)
+        assert sorted(i for part in parts for i in part) == sorted(batch)
 
 
 @pytest.fixture(scope="module")
