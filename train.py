@@ -22,10 +22,9 @@ from pushgen.utils.config import REPO_ROOT  # noqa: E402  (also registers the re
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from pushgen.tasks.entry import run_task
-    metrics = run_task(cfg, "train")
-    # A number for sweepers (Optuna): validation accuracy on significant pairs.
-    return (metrics.get("val") or {}).get("pair_acc_sig")
+    from pushgen.tasks.entry import run_task, sweep_objective
+    # A number for sweepers (Optuna): validation accuracy on significant pairs (None if NaN).
+    return sweep_objective(run_task(cfg, "train"))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_bucket_accuracy_and_longer_wins():
 def test_collator_encodes_each_text_once_and_indexes_back():
     token_ids = [[5, 6], [7], [8, 9, 10], [11]]
     pairs = pd.DataFrame({"chosen": [0, 2, 2], "rejected": [1, 1, 3], "soft_label": [0.6, 0.7, 0.8],
-                          "weight": [1.0, 1.0, 2.0], "p_value": [0.1, 0.01, 0.5], "ctr_diff": [0.01, 0.02, 0.03],
+                          "weight": [1.0, 1.0, 2.0], "p_value": [0.1, 0.01, 0.5], "ctr_diff": [0.01, 0.02, 0.03], "z": [1.0, 2.0, 0.5],
                           "test_id": ["a", "a", "b"]})
     ds = PairDataset(pairs)
     batch = PairCollator(token_ids, pad_id=0)([ds[i] for i in range(3)])

@@ -63,6 +63,9 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
     unseen = pooled["impressions"] == 0
     drops.add("text with 0 impressions (no CTR)", int(unseen.sum()), unit="texts")
     pooled = pooled[~unseen].reset_index(drop=True)
+    if len(pooled) == 0:
+        raise DataError("no text has any impressions, so no CTR can be computed", path=str(cfg["path"]),
+                        hint=f"check the impressions column (data.columns.impressions); dropped: {drops.as_dict()}")
     split_cfg = _get(cfg, "split", {})
     if whole_file_split is not None:
         pooled["split"] = whole_file_split

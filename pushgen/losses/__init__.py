@@ -1,3 +1,3 @@
-from pushgen.losses.pairwise import LOSSES, pairwise_loss
+from pushgen.losses.registry import LOSSES, LossSpec, get_loss, pairwise_loss, reward_loss
 
-__all__ = ["LOSSES", "pairwise_loss"]
+__all__ = ["LOSSES", "LossSpec", "get_loss", "pairwise_loss", "reward_loss"]

@@ -13,7 +13,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from pushgen.evaluation.metrics import PairwiseMetrics
-from pushgen.losses import LOSSES, pairwise_loss
+from pushgen.losses import get_loss, reward_loss
 from pushgen.models.build import build_reward_model
 
 
@@ -25,10 +25,10 @@ class RewardModule(L.LightningModule):
         # from_pretrained leaves modules in eval mode, and Lightning keeps the modes it finds:
         # without this, dropout would be silently off during training.
         self.model.train()
-        self.loss_name = loss.get("name", "bradley_terry")
-        if self.loss_name not in LOSSES:
-            raise ValueError(f"loss.name must be one of {sorted(LOSSES)}, got '{self.loss_name}'")
-        self.use_weights = bool(loss.get("use_weights", False))
+        # The loss declares what a batch must hold; metrics below are pairwise whatever the loss, so
+        # every loss is compared on the same pairs.
+        self.loss_cfg = dict(loss)
+        self.loss_needs = get_loss(self.loss_cfg).needs
         # Keys carry a suffix: a ModuleDict key "train" would clash with nn.Module.train.
         self.metrics = torch.nn.ModuleDict({f"{s}_pairs": PairwiseMetrics() for s in ("train", "val", "test")})
 
@@ -43,13 +43,14 @@ class RewardModule(L.LightningModule):
         # Chosen and rejected texts go through the backbone together, each distinct text once.
         scores = self(batch["input_ids"], batch["attention_mask"]).float()
         chosen, rejected = scores[batch["chosen_idx"]], scores[batch["rejected_idx"]]
-        weight = batch["weight"] if self.use_weights else None
-        loss = pairwise_loss(self.loss_name, chosen - rejected, batch["soft_label"], weight)
+        loss = reward_loss(self.loss_cfg, scores, batch)
         n = len(chosen)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n,
                  sync_dist=stage != "train")
         if stage == "train" and self.trainer.world_size > 1:
-            loss = loss * self._global_share(weight if weight is not None else torch.ones_like(chosen))
+            # Exact for the pair losses (weighted means over pairs); list losses are scaled by pair share.
+            weighted = self.loss_needs == "pairs" and bool(self.loss_cfg.get("use_weights", False))
+            loss = loss * self._global_share(batch["weight"] if weighted else torch.ones_like(chosen))
         if stage == "train":
             self.log("train/acc_step", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=False,
                      prog_bar=True, batch_size=n)

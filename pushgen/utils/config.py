@@ -38,7 +38,8 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> str:
     console.print(tree)
     text = console.export_text()
     if save_to is not None:
-        Path(save_to).write_text(text)
+        from pushgen.utils.run import write_atomic
+        write_atomic(save_to, text)
         # The resolved config as YAML (Hydra's .hydra/config.yaml keeps the interpolations).
-        Path(save_to).with_name("config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_atomic(Path(save_to).with_name("config_resolved.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     return text

@@ -1,0 +1,511 @@
+"""Config schemas: one dataclass per config group, checked before any data is read.
+
+An unknown key, a value of the wrong type, a value outside its allowed set or a required value left
+as ``???`` is reported with its full key path and what is allowed, all problems at once:
+
+    ConfigError: 2 problems in the config:
+      reward.max_lenght: unknown key; allowed: dropout, lora, max_length, pooling, truncation, use_evidence
+      backbone.kind: 'encode' is not allowed; allowed: 'auto', 'encoder', 'decoder'
+
+Adding a group is one dataclass with ``@register_group("name")``; a new loss is one dataclass with
+``@register_loss("name")`` (its own keys on top of ``name`` and ``use_weights``); the top-level keys
+of an entry point are one dataclass with ``@register_entry("task")``. Fields without a default are
+required. ``Literal[...]`` lists the allowed values; ``bounded(lo, hi, default=...)`` bounds a
+number. Groups whose options are Hydra ``_target_`` blocks (trainer, callbacks, logger) are checked
+against the signature of the class they name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import logging
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+GROUPS: dict[str, Any] = {}          # group -> dataclass, or a function(node, path, errors)
+LOSSES: dict[str, type] = {}         # loss.name -> dataclass
+ENTRIES: dict[str, type] = {}        # entry point (task) -> dataclass of its top-level keys
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the config:"
+        super().__init__("\n  ".join([head, *problems]) + "\n  (python train.py --help lists the groups and options)")
+
+
+def register_group(name: str) -> Callable:
+    def add(schema):
+        GROUPS[name] = schema
+        return schema
+    return add
+
+
+def register_loss(name: str) -> Callable:
+    def add(schema):
+        LOSSES[name] = schema
+        return schema
+    return add
+
+
+def register_entry(name: str) -> Callable:
+    def add(schema):
+        ENTRIES[name] = schema
+        return schema
+    return add
+
+
+def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
+    return field(metadata={"min": lo, "max": hi}, **kw)
+
+
+# ---------------------------------------------------------------------------------------- groups
+@dataclass(kw_only=True)
+class DataColumns:
+    test_id: str
+    text: str
+    impressions: str
+    clicks: str
+    evidence: Optional[str] = None
+    category: Optional[str] = None
+    time: Optional[str] = None
+    image: Optional[str] = None
+    first_place: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class TimeWindow:
+    start: Union[int, str, None] = None
+    end: Union[int, str, None] = None
+
+
+@dataclass(kw_only=True)
+class SrmConfig:
+    enabled: bool = True
+    alpha: float = bounded(0.0, 1.0, default=0.001)
+
+
+@dataclass(kw_only=True)
+class PairsConfig:
+    min_impressions: int = bounded(0, default=0)
+    max_pvalue: float = bounded(0.0, 1.0, default=1.0)
+    fdr_q: Optional[float] = bounded(0.0, 1.0, default=None)
+    filter_eval: bool = False
+    weighting: Literal["uniform", "inverse_variance", "confidence"] = "uniform"
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    val: float = bounded(0.0, 1.0, default=0.1)
+    test: float = bounded(0.0, 1.0, default=0.1)
+    seed: Optional[int] = None
+
+
+@register_group("data")
+@dataclass(kw_only=True)
+class DataConfig:
+    path: str
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    missing_hint: Optional[str] = None
+    columns: DataColumns
+    on_invalid: Literal["raise", "drop"] = "raise"
+    require_evidence: bool = False
+    exclude_time: Optional[TimeWindow] = None
+    srm: SrmConfig = field(default_factory=SrmConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    batch_size: int = bounded(1, default=32)
+    eval_batch_size: int = bounded(1, default=64)
+    group_by_test: bool = True
+    num_workers: int = bounded(0, default=0)
+
+
+@dataclass(kw_only=True)
+class TinyConfig:
+    arch: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = bounded(1, default=32)
+    num_layers: int = bounded(1, default=2)
+    num_heads: int = bounded(1, default=4)
+    vocab_size: int = bounded(16, default=256)
+    seed: int = 0
+    # Recorded by a saved model so it can be rebuilt; not settings.
+    model_vocab_size: Optional[int] = None
+    pad_token_id: Optional[int] = None
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
+
+
+@register_group("backbone")
+@dataclass(kw_only=True)
+class BackboneConfig:
+    source: Literal["hf", "minilm_pypi", "tiny"]
+    name_or_path: Optional[str] = None
+    kind: Literal["auto", "encoder", "decoder"] = "auto"
+    padding_side: Literal["left", "right"] = "right"
+    # Runs code shipped with a model: only ever true when a config says so.
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"] = "float32"
+    tiny: Optional[TinyConfig] = None
+
+
+@dataclass(kw_only=True)
+class LoraConfig:
+    enabled: bool = False
+    r: int = bounded(1, default=8)
+    alpha: float = bounded(0.0, default=16)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
+    target_modules: Optional[list[str]] = None
+
+
+@register_group("reward")
+@dataclass(kw_only=True)
+class RewardConfig:
+    pooling: Literal["auto", "last", "mean", "cls"] = "auto"
+    dropout: float = bounded(0.0, 1.0, default=0.0)
+    use_evidence: bool = False
+    max_length: int = bounded(2, default=64)
+    # What happens to an input longer than max_length (see pushgen.data.tokenize.TRUNCATIONS).
+    truncation: Literal["right", "left", "error"] = "right"
+    # torch.compile the backbone in place (see pushgen.models.build).
+    compile: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(kw_only=True)
+class LossConfig:
+    """Keys every loss has; a loss with more subclasses it and registers under its name."""
+    name: str
+    use_weights: bool = False
+    # Reward centering: + center_weight * mean(score^2) over the batch's texts.
+    center_weight: float = bounded(0.0, default=0.0)
+    # Read by bt_margin only; allowed on every loss so one Optuna search can sweep it across losses
+    # (the module warns when a loss ignores it).
+    margin_scale: Optional[float] = bounded(0.0, default=None)
+
+
+register_loss("bradley_terry")(LossConfig)
+register_loss("soft_bce")(LossConfig)
+# Arm losses read whole tests; pushgen.losses.get_loss refuses use_weights=true for them.
+register_loss("plackett_luce")(LossConfig)
+register_loss("binomial")(LossConfig)
+
+
+@register_loss("bt_margin")
+@dataclass(kw_only=True)
+class MarginLossConfig(LossConfig):
+    margin_from: Literal["z", "ctr_diff"] = "z"
+    margin_scale: Optional[float] = bounded(0.0, default=0.25)
+    margin_cap: Optional[float] = bounded(0.0, default=2.0)
+
+
+@register_loss("hinge")
+@dataclass(kw_only=True)
+class HingeLossConfig(LossConfig):
+    hinge_margin: float = bounded(0.0, default=1.0)
+
+
+@register_group("optim")
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = bounded(0.0, default=1e-4)
+    weight_decay: float = bounded(0.0, default=0.01)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = bounded(0.0, 1.0, default=0.1)
+
+
+@register_group("task")
+@dataclass(kw_only=True)
+class TaskConfig:
+    name: str
+    export_model: bool = False
+    # Bootstrap resamples of the classification study after testing (0: skip it).
+    analysis_boot: int = bounded(0, default=1000)
+
+
+@register_group("paths")
+@dataclass(kw_only=True)
+class PathsConfig:
+    root_dir: str
+    data_dir: str
+    log_dir: str
+    cache_dir: str
+    output_dir: str
+
+
+@dataclass(kw_only=True)
+class CommonTop:
+    seed: int = 0                   # every run is seeded; 0 is a seed like any other
+    name: str = "run"
+    threads: Optional[int] = bounded(1, default=None)
+
+
+@register_entry("train")
+@dataclass(kw_only=True)
+class TrainTop(CommonTop):
+    test: bool = True
+    ckpt_path: Optional[str] = None
+    baselines: bool = True
+
+
+@register_entry("eval")
+@dataclass(kw_only=True)
+class EvalTop(CommonTop):
+    ckpt_path: str
+
+
+# ---------------------------------------------------------------------------------- the checker
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    text = repr(value)
+    return (text[:60] + "...") if len(text) > 63 else text
+
+
+def _check_value(value: Any, tp: Any, path: str, meta: Mapping, errors: list[str]) -> None:
+    if tp is Any:
+        return
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None and not (origin in (Union, types.UnionType) and type(None) in args):
+        errors.append(f"{path}: a value is required ({_type_name(tp)}), got null; set it, e.g. {path}=...")
+        return
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        trial: list[list[str]] = []
+        for option in options:
+            errs: list[str] = []
+            _check_value(value, option, path, meta, errs)
+            if not errs:
+                return
+            trial.append(errs)
+        errors.extend(trial[0] if len(options) == 1 else [f"{path}: expected {_type_name(tp)}, got {_show(value)}"])
+        return
+    if origin is Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
+            errors.append(f"{path}: {_show(value)} is not allowed; allowed: {', '.join(repr(a) for a in args)}")
+        return
+    if dataclasses.is_dataclass(tp):
+        _check_dataclass(value, tp, path, errors)
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            errors.append(f"{path}: expected a list, got {_show(value)}")
+            return
+        for i, item in enumerate(value):
+            _check_value(item, args[0] if args else Any, f"{path}[{i}]", {}, errors)
+        return
+    if origin is dict or tp is dict:
+        if not isinstance(value, (Mapping, DictConfig)):
+            errors.append(f"{path}: expected a mapping, got {_show(value)}")
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(tp, lambda v: isinstance(v, tp))
+    if not ok(value):
+        errors.append(f"{path}: expected {_type_name(tp)}, got {_show(value)} ({type(value).__name__})")
+        return
+    lo, hi = meta.get("min"), meta.get("max")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            errors.append(f"{path}: {value!r} is outside the allowed range {bounds}")
+
+
+_UNRESOLVED = object()
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
+def _items(node: Any, path: str, errors: list[str]):
+    """(key, value) pairs of a mapping node, resolving interpolations; missing values come as '???'."""
+    for key in node:
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key):
+            yield key, "???"
+            continue
+        try:
+            yield key, node[key]
+        except Exception as exc:  # an interpolation that cannot be resolved
+            if "hydra" not in str(exc).lower():  # ${hydra:...} resolves only inside a Hydra run
+                errors.append(f"{path}.{key}: cannot be resolved ({str(exc).splitlines()[0]})")
+            yield key, _UNRESOLVED
+
+
+def _check_dataclass(node: Any, schema: type, path: str, errors: list[str], extra_ok: bool = False) -> None:
+    if not isinstance(node, (Mapping, DictConfig)):
+        errors.append(f"{path}: expected a mapping, got {_show(node)}")
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    seen = set()
+    for key, value in _items(node, path, errors):
+        seen.add(key)
+        where = f"{path}.{key}" if path else str(key)
+        f = fields.get(str(key))
+        if f is None:
+            if not extra_ok:
+                errors.append(f"{where}: unknown key; allowed: {', '.join(sorted(fields))}")
+            continue
+        if value is _UNRESOLVED:
+            continue
+        if value == "???":
+            errors.append(f"{where}: a value is required (it is ??? in the config); "
+                          f"set it on the command line, e.g. {where}=...")
+            continue
+        _check_value(value, hints[f.name], where, f.metadata, errors)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in seen:
+            where = f"{path}.{name}" if path else name
+            errors.append(f"{where}: missing required key ({_type_name(hints[name])})")
+
+
+def _target_class(target: str):
+    module, _, attr = target.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def check_target_block(node: Any, path: str, errors: list[str]) -> None:
+    """A Hydra ``_target_`` block: the target must import and every key must be one of its arguments."""
+    if not isinstance(node, (Mapping, DictConfig)) or "_target_" not in node:
+        errors.append(f"{path}: expected a mapping with a _target_, got {_show(node)}")
+        return
+    target = node["_target_"]
+    try:
+        obj = _target_class(str(target))
+    except Exception as exc:
+        errors.append(f"{path}._target_: cannot import {target!r} ({type(exc).__name__}: {exc})")
+        return
+    params = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # extra keys go on to something else (e.g. wandb.init); cannot be checked here
+    allowed = sorted(k for k in params if k != "self")
+    for key in node:
+        if not str(key).startswith("_") and key not in params:
+            errors.append(f"{path}.{key}: not an argument of {target}; allowed: {', '.join(allowed)}")
+
+
+def _check_target_group(node: Any, path: str, errors: list[str]) -> None:
+    """trainer: one _target_ block; callbacks, logger: a mapping of name -> _target_ block (or null)."""
+    if node is None:
+        return
+    if isinstance(node, (Mapping, DictConfig)) and "_target_" in node:
+        check_target_block(node, path, errors)
+        return
+    if not isinstance(node, (Mapping, DictConfig)):
+        errors.append(f"{path}: expected a mapping, got {_show(node)}")
+        return
+    for key, value in _items(node, path, errors):
+        if value is not None and value is not _UNRESOLVED:
+            check_target_block(value, f"{path}.{key}", errors)
+
+
+for _group in ("trainer", "callbacks", "logger"):
+    GROUPS[_group] = _check_target_group
+
+
+def _check_loss(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.losses import LOSSES as IMPLEMENTED
+
+    if not isinstance(node, (Mapping, DictConfig)):
+        errors.append(f"{path}: expected a mapping, got {_show(node)}")
+        return
+    name = node.get("name")
+    known = sorted(set(LOSSES) | set(IMPLEMENTED))
+    if name not in known:
+        errors.append(f"{path}.name: {_show(name)} is not allowed; allowed: {', '.join(map(repr, known))}")
+        return
+    schema = LOSSES.get(name)
+    if schema is None:
+        # An implemented loss without its own schema: check the common keys, let its own keys pass.
+        _warn_once(f"loss '{name}' has no registered schema; only loss.name/use_weights are checked "
+                   f"(add one with @register_loss('{name}') in pushgen/utils/schema.py)")
+        _check_dataclass(node, LossConfig, path, errors, extra_ok=True)
+        return
+    _check_dataclass(node, schema, path, errors)
+
+
+GROUPS["loss"] = _check_loss
+
+
+def validate_config(cfg: DictConfig, entry: str) -> None:
+    """Check every group and top-level key of ``cfg`` for the entry point ``entry`` ('train', 'eval',
+    ...). Raises :class:`ConfigError` listing every problem."""
+    errors: list[str] = []
+    top = ENTRIES.get(entry, CommonTop)
+    top_fields = {f.name: f for f in dataclasses.fields(top)}
+    top_hints = typing.get_type_hints(top)
+    seen = set()
+    for key, value in _items(cfg, "", errors):
+        key = str(key)
+        seen.add(key)
+        if value is _UNRESOLVED:
+            continue
+        schema = GROUPS.get(key)
+        if schema is not None:
+            if dataclasses.is_dataclass(schema):
+                _check_dataclass(value, schema, key, errors)
+            else:
+                schema(value, key, errors)
+        elif key in top_fields:
+            if value == "???":
+                errors.append(f"{key}: a value is required (it is ??? in the config); set it, e.g. {key}=...")
+            else:
+                _check_value(value, top_hints[key], key, top_fields[key].metadata, errors)
+        elif isinstance(value, (Mapping, DictConfig)):
+            _warn_once(f"config group '{key}' has no registered schema, so its keys are not checked "
+                       f"(add a dataclass with @register_group('{key}') in pushgen/utils/schema.py)")
+        elif entry not in ENTRIES:
+            _warn_once(f"entry point '{entry}' has no registered top-level schema, so '{key}' is not checked "
+                       f"(add a dataclass with @register_entry('{entry}') in pushgen/utils/schema.py)")
+        else:
+            allowed = sorted(set(top_fields) | {g for g in GROUPS if g in cfg})
+            errors.append(f"{key}: unknown top-level key; allowed: {', '.join(allowed)}")
+    for name, f in top_fields.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in seen:
+            errors.append(f"{name}: missing required key")
+    if errors:
+        raise ConfigError(errors)
+
+
+# Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
+def _check_taxonomy(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    check_taxonomy_config(node, path, errors)
+
+
+def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.labelers import check_labeler_config
+    check_labeler_config(node, path, errors)
+
+
+GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["labeler"] = _check_labeler
