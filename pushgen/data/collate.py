@@ -129,14 +129,26 @@ class TestGroupedBatchSampler(BatchSampler):
     By default batches hold exactly ``batch_size`` pairs, so a test may straddle two batches. With
     ``whole_tests=True`` a test is never cut (what listwise and pointwise losses need): tests are
     added while the batch stays within ``batch_size`` pairs; a larger test is a batch of its own.
+
+    With ``num_replicas`` > 1 (data-parallel training) every rank builds the same global batches of
+    ``batch_size * num_replicas`` pairs and keeps its own slice, so N ranks at batch b see exactly
+    the pairs one process sees at batch N x b (the loss is normalised over the global batch, see
+    RewardModule). Every rank yields the same number of training batches, as DDP needs: when a
+    global batch has fewer pairs than ranks, training tops it up by repeating its pairs, and
+    evaluation leaves the short ranks out of that batch (nothing is scored twice).
     """
 
     def __init__(self, test_codes: np.ndarray | None, batch_size: int, seed: int, shuffle: bool = True,
-                 n: int | None = None, whole_tests: bool = False):
+                 n: int | None = None, whole_tests: bool = False, num_replicas: int = 1, rank: int = 0):
         n = len(test_codes) if test_codes is not None else int(n)
         if whole_tests and test_codes is None:
             raise ValueError("whole_tests=True needs the pairs' test codes")
-        super().__init__(GroupShuffleSampler(test_codes, n, seed, shuffle), batch_size, drop_last=False)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        # The parent batches the global order; each rank then keeps its slice of every batch.
+        super().__init__(GroupShuffleSampler(test_codes, n, seed, shuffle), batch_size * num_replicas,
+                         drop_last=False)
+        self.num_replicas, self.rank, self.shuffle = num_replicas, rank, shuffle
         self.whole_tests = whole_tests
         self.codes = None if test_codes is None else np.asarray(test_codes)
 
@@ -154,17 +166,38 @@ class TestGroupedBatchSampler(BatchSampler):
             batch.extend(group.tolist())
         return batches + ([batch] if batch else [])
 
-    def __iter__(self):
+    def _global_batches(self):
         if not self.whole_tests:
             yield from super().__iter__()
             return
         yield from self._pack(self.sampler)
 
+    def _slice(self, batch: list[int]) -> list[int]:
+        world = self.num_replicas
+        if world == 1:
+            return batch
+        if len(batch) < world and self.shuffle:
+            batch = (batch * world)[:world]          # top up so every rank steps
+        # Equal slices of a full global batch; near-equal ones for a short one.
+        return np.array_split(np.asarray(batch, dtype=np.int64), world)[self.rank].tolist()
+
+    def __iter__(self):
+        for batch in self._global_batches():
+            part = self._slice(batch)
+            if part:
+                yield part
+
     def __len__(self) -> int:
         if not self.whole_tests:
-            return super().__len__()
-        # The packing depends on the order: count the batches of the coming pass.
-        return len(self._pack(self.sampler.order(self.sampler.epoch)))
+            full = super().__len__()
+            last = self.sampler.n % self.batch_size
+        else:
+            # The packing depends on the order: count the batches of the coming pass.
+            packed = self._pack(self.sampler.order(self.sampler.epoch))
+            full, last = len(packed), (len(packed[-1]) if packed else 0)
+        if self.num_replicas > 1 and not self.shuffle and 0 < last < self.num_replicas:
+            full -= int(self.rank >= last)           # the short last evaluation batch leaves this rank out
+        return full
 
     def indices_before(self, epoch: int, batches: int) -> int:
         """How many pair indices the first ``batches`` batches of ``epoch``'s pass hold (for resuming)."""

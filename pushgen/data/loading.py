@@ -42,8 +42,25 @@ class DropLog:
         return dict(self.counts)
 
 
-def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None) -> pd.DataFrame:
-    """Load a file into a DataFrame; unreadable files raise DataError naming the file."""
+def _available_columns(path: Path, fmt: str) -> list[str] | None:
+    """Column names from the file's header or schema, without reading the data (None: unknown)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+            return list(pq.read_schema(path).names)
+        if fmt == "csv":
+            return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
+    except Exception:  # an unreadable file gets its error from the full read below
+        return None
+    return None
+
+
+def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """Load a file into a DataFrame; unreadable files raise DataError naming the file.
+
+    ``columns``: read only these (Parquet, CSV), so unused wide columns never take memory. If one
+    of them is not in the file, everything is read, and validation names the missing column."""
     path = Path(path)
     if not path.exists():
         raise DataError("the A/B log does not exist", path=str(path),
@@ -53,11 +70,14 @@ def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = N
         if not fmt:
             raise DataError(f"cannot tell the format from the suffix '{path.suffix}'", path=str(path),
                             hint="use a .parquet, .csv or .jsonl file, or set data.format=parquet|csv|jsonl")
+    if columns is not None:
+        available = _available_columns(path, fmt)
+        columns = list(dict.fromkeys(columns)) if available is not None and set(columns) <= set(available) else None
     try:
         if fmt == "parquet":
-            return pd.read_parquet(path)
+            return pd.read_parquet(path, columns=columns)
         if fmt == "csv":
-            return pd.read_csv(path, encoding="utf-8")
+            return pd.read_csv(path, encoding="utf-8", usecols=columns)
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, encoding="utf-8")
     except UnicodeDecodeError as exc:

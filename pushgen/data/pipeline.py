@@ -38,7 +38,9 @@ def _get(cfg: Mapping, key: str, default=None):
 def load_arms(cfg: Mapping, drops: DropLog) -> tuple[pd.DataFrame, int]:
     """Read, validate and filter the arms named by a data config; also says how many rows were read."""
     path = str(cfg["path"])
-    raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"))
+    # Only the mapped columns are read: a wide log's other columns would only cost memory.
+    wanted = [c for c in dict(cfg["columns"]).values() if c is not None]
+    raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"), columns=wanted)
     arms = validate(raw, dict(cfg["columns"]), path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
                     require_evidence=bool(_get(cfg, "require_evidence", False)), drops=drops)
     window = _get(cfg, "exclude_time")

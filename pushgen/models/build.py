@@ -15,4 +15,8 @@ def build_reward_model(backbone_cfg: Mapping, reward_cfg: Mapping) -> RewardMode
     if lora.get("enabled", False):
         apply_lora(model, r=lora.get("r", 8), alpha=lora.get("alpha", 16), dropout=lora.get("dropout", 0.0),
                    target_modules=lora.get("target_modules"))
+    if reward_cfg.get("compile", False):
+        # In place (nn.Module.compile): parameter names, checkpoints and exports stay as they are.
+        # dynamic=True: batches are padded to their own longest text, so shapes change every step.
+        model.backbone_model.compile(dynamic=True)
     return model

@@ -97,7 +97,9 @@ class RewardModel(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self._pass_positions:
+        # Only left padding shifts positions; with none, the model's own 0..L-1 are already right for
+        # every real token, and leaving them out skips work in the attention-mask set-up.
+        if self._pass_positions and not bool(attention_mask[:, 0].all()):
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
         out = self.backbone_model(**kwargs)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -44,9 +43,19 @@ class PairDataModule(L.LightningDataModule):
         # a run resumed mid-epoch continues with exactly the batches an uninterrupted run would see.
         # Evaluation also groups by test (unshuffled): shared texts are scored once.
         grouped = self.group_by_test or not train
+        world, rank = self._replicas()
         sampler = TestGroupedBatchSampler(np.asarray(codes) if grouped else None, batch, seed=int(self.seed),
-                                          shuffle=train, n=len(ds), whole_tests=self.whole_tests)
+                                          shuffle=train, n=len(ds), whole_tests=self.whole_tests,
+                                          num_replicas=world, rank=rank)
         return ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, rank) of data-parallel training; (1, 0) outside a Trainer or on one device.
+        The samplers split batches themselves, so trainer configs set use_distributed_sampler=false."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
 
     def train_dataloader(self):
         loader = self._loader("train", True)

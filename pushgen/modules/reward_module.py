@@ -45,7 +45,12 @@ class RewardModule(L.LightningModule):
         chosen, rejected = scores[batch["chosen_idx"]], scores[batch["rejected_idx"]]
         loss = reward_loss(self.loss_cfg, scores, batch)
         n = len(chosen)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=stage != "train")
+        if stage == "train" and self.trainer.world_size > 1:
+            # Exact for the pair losses (weighted means over pairs); list losses are scaled by pair share.
+            weighted = self.loss_needs == "pairs" and bool(self.loss_cfg.get("use_weights", False))
+            loss = loss * self._global_share(batch["weight"] if weighted else torch.ones_like(chosen))
         if stage == "train":
             self.log("train/acc_step", ((chosen - rejected) > 0).float().mean(), on_step=True, on_epoch=False,
                      prog_bar=True, batch_size=n)
@@ -54,6 +59,14 @@ class RewardModule(L.LightningModule):
             # Kept so the task can write per-pair scores without a second pass over the test set.
             self.test_scores.append((batch["index"], chosen.detach(), rejected.detach()))
         return loss
+
+    def _global_share(self, weight: torch.Tensor) -> torch.Tensor:
+        """world x (this rank's weight) / (all ranks' weight). DDP averages gradients over ranks, so
+        scaling each rank's weighted mean by this makes the update the weighted mean over the global
+        batch, the same as one process at that batch, even when ranks hold unequal weight."""
+        local = weight.detach().sum().float()
+        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
+        return self.trainer.world_size * local / total.clamp_min(torch.finfo(local.dtype).tiny)
 
     def training_step(self, batch, _):
         return self._step(batch, "train")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from pushgen.data.pipeline import PreparedData, prepare
@@ -167,6 +168,11 @@ def _resolve_ckpt(ckpt_path: str | None, out: Path) -> str | None:
     return str(ckpt_path)
 
 
+def _one_device(trainer: L.Trainer) -> dict:
+    """Trainer overrides for evaluating on one device after a data-parallel fit (none otherwise)."""
+    return {"devices": 1, "num_nodes": 1, "strategy": "auto"} if trainer.world_size > 1 or trainer.num_devices > 1 else {}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     set_threads(cfg.get("threads"))
@@ -175,8 +181,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = RewardModule(backbone=to_plain(cfg.backbone), reward=to_plain(cfg.reward),
                           loss=to_plain(cfg.loss), optim=to_plain(cfg.optim))
     prepared = prepare(cfg.data, seed=int(cfg.seed))
-    with atomic_path(out / "pairs.csv.gz") as tmp:
-        prepared.pairs.to_csv(tmp, index=False, compression="gzip")
+    if rank_zero_only.rank == 0:  # under multi-process training, one process writes the run's files
+        with atomic_path(out / "pairs.csv.gz") as tmp:
+            prepared.pairs.to_csv(tmp, index=False, compression="gzip")
     wanted = ("train", "val", "test") if cfg.get("test", True) else ("train", "val")
     dm, tstats = _datamodule(cfg, prepared, module, splits=wanted)
     loggers = _build_loggers(cfg, out)
@@ -190,11 +197,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
 
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    one_device = _one_device(trainer)
+    if trainer.world_size > 1:
+        # Data-parallel fit done: the other ranks stop here and rank 0 evaluates on one device, so
+        # every held-out pair is scored once and written whole.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if not trainer.is_global_zero:
+            return {}
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[], enable_checkpointing=False,
+                                          default_root_dir=str(out), **one_device)
     best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
     # Validation metrics of the checkpoint that was kept, not of the last validation.
     # A logger-free trainer, so this extra pass does not add a point to the validation curve.
     quiet: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                                               default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
+                                               default_root_dir=str(out), plugins=[AtomicCheckpointIO()],
+                                               **one_device)
     validated = quiet.validate(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)[0]
     metrics: dict[str, Any] = {"best_ckpt": best or None, "data": prepared.stats, "tokens": tstats,
                                "val": _public(validated, "val")}

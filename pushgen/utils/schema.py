@@ -187,6 +187,8 @@ class RewardConfig:
     max_length: int = bounded(2, default=64)
     # What happens to an input longer than max_length (see pushgen.data.tokenize.TRUNCATIONS).
     truncation: Literal["right", "left", "error"] = "right"
+    # torch.compile the backbone in place (see pushgen.models.build).
+    compile: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
