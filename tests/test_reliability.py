@@ -52,9 +52,11 @@ def _comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in PATH_KEYS}
 
 
+SIGNAL = ["+callbacks.signal._target_=_runs.SignalAtStep"]
+
+
 def _interrupted_run(out: Path, data: Path, step: int, sig: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    overrides = COMMON + list(extra) + ["+callbacks.signal._target_=_runs.SignalAtStep",
-                                        f"+callbacks.signal.step={step}", f"+callbacks.signal.sig={sig}"]
+    overrides = COMMON + list(extra) + SIGNAL + [f"+callbacks.signal.step={step}", f"+callbacks.signal.sig={int(sig)}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(REPO / "tests" / "_runs.py"), str(out), str(data), json.dumps(overrides)],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -74,18 +76,27 @@ def test_a_killed_run_resumes_to_the_same_metrics_and_wandb_run(tmp_path, data, 
     ref_out, ref = reference
     out = tmp_path / "run"
     wandb = ["logger=wandb"] if sig == signal.SIGTERM else []
-    proc = _interrupted_run(out, data, step=5, sig=sig, extra=wandb)
+    # SIGTERM in the first epoch, sent to this process (Lightning's handler takes it; pytest sees the
+    # exit); SIGKILL in a subprocess, in the second epoch after a validation picked a best checkpoint.
+    handler = signal.getsignal(signal.SIGTERM)
+    if sig == signal.SIGTERM:
+        with pytest.raises(SystemExit) as stopped:
+            run_task(train_cfg(out, data, COMMON + wandb + SIGNAL + ["+callbacks.signal.step=5",
+                                                                     f"+callbacks.signal.sig={int(sig)}"]), "train")
+        returncode = stopped.value.code
+    else:
+        returncode = _interrupted_run(out, data, step=11, sig=sig).returncode
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     steps_per_epoch = -(-ref["data"]["pairs_train"] // 4)
     if sig == signal.SIGTERM:
         # Preemption: a checkpoint of the very step it stopped at, then exit status 128 + 15.
-        assert proc.returncode == 143, proc.stderr[-2000:]
-        assert last["global_step"] == 5 and "stopped by SIGTERM" in proc.stderr
+        assert returncode == 143 and last["global_step"] == 5
+        assert signal.getsignal(signal.SIGTERM) == handler          # Lightning put the old handler back
     else:
         # Killed outright: the newest periodic checkpoint (every 3 steps) is what is left.
-        assert proc.returncode == -signal.SIGKILL
-        assert last["global_step"] == 3
-    assert 5 < steps_per_epoch and last["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 0  # mid-epoch
+        assert returncode == -signal.SIGKILL
+        assert last["global_step"] == 9
+    assert steps_per_epoch == 7 and last["global_step"] % steps_per_epoch != 0          # mid-epoch
     # A dead run leaves nothing that looks finished, and no half-written file under a real name.
     assert not (out / "metrics.json").exists() and not list(out.glob("*test_pair_scores.csv"))
     assert not list((out / "checkpoints").glob(".*.tmp*"))
@@ -198,22 +209,6 @@ def test_missing_required_values_are_named(tmp_path, data):
             "'plackett_luce', 'soft_bce'") in str(err.value)
 
 
-def test_every_shipped_config_option_passes_validation():
-    from hydra import compose, initialize_config_dir
-
-    from pushgen.utils.schema import validate_config
-    groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in (REPO / "conf").iterdir() if p.is_dir()}
-    need = {"data=ab_log": ["data.path=x.csv"], "backbone=hf": ["backbone.name_or_path=org/model"]}
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        for group in sorted(set(groups) - {"hydra"}):
-            for option in groups[group]:
-                choice = f"{group}={option}"
-                cfg = compose(config_name="train", overrides=[choice] + need.get(choice, []),
-                              return_hydra_config=False)
-                validate_config(cfg, "train")
-        validate_config(compose(config_name="eval", overrides=["ckpt_path=x.ckpt"]), "eval")
-
-
 def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatch):
     from dataclasses import dataclass
 
@@ -226,7 +221,7 @@ def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatc
     @schema.register_group("generate")
     @dataclass(kw_only=True)
     class Generate:
-        num_candidates: int = schema._range(1, default=4)
+        num_candidates: int = schema.bounded(1, default=4)
 
     @schema.register_loss("margin")
     @dataclass(kw_only=True)
@@ -353,7 +348,7 @@ def test_an_interrupted_multirun_keeps_and_lists_every_finished_job(tmp_path):
     path = tmp_path / "ab.parquet"
     ab_table(n_tests=12).to_parquet(path)
     sweep = tmp_path / "sweep"
-    args = ["-m", "backbone=tiny_llama", "debug=fast", "logger=csv", "threads=1", "task.export_model=false",
+    args = ["-m", "backbone=tiny_llama", "debug=fast", "logger=csv", "threads=1", "task.export_model=false", "test=false",
             "data=ab_log", f"data.path={path}", "data.columns.test_id=test", "data.columns.text=headline",
             "data.columns.impressions=imps", "data.columns.clicks=clicks", "data.split.val=0.2", "data.split.test=0.2",
             "data.pairs.min_impressions=0", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
@@ -366,5 +361,19 @@ def test_an_interrupted_multirun_keeps_and_lists_every_finished_job(tmp_path):
     assert [(j["job"], j["status"]) for j in jobs] == [(0, "finished"), (1, "failed")], proc.stderr[-2000:]
     assert jobs[0]["overrides"][-1] == "optim.lr=0.001" and jobs[1]["overrides"][-1] == "optim.lr=-1"
     finished = json.loads(Path(jobs[0]["metrics"]).read_text())
-    assert finished["test"]["n_pairs"] > 0 and Path(jobs[0]["dir"]) == sweep / "0"
+    assert finished["val"]["n_pairs"] > 0 and Path(jobs[0]["dir"]) == sweep / "0"
     assert "optim.lr: -1 is outside the allowed range" in jobs[1]["error"] and jobs[1]["metrics"] is None
+
+
+def test_an_encoder_text_pair_with_a_too_long_text_is_cut_not_an_exception():
+    from transformers import AutoTokenizer
+
+    from pushgen.data.tokenize import tokenize_texts
+    from pushgen.models.factory import minilm_path
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    pooled = pd.DataFrame({"text": ["short", "start " + "word " * 80 + "finish", "medium text"],
+                           "evidence": ["lede " * 100, "its lede", "tiny"]})
+    ids, stats = tokenize_texts(pooled, tok, max_length=32, use_evidence=True, kind="encoder", truncation="left")
+    assert [len(x) for x in ids][:2] == [32, 32] and tok.decode(ids[2]) == "[CLS] medium text [SEP] tiny [SEP]"
+    assert tok.decode(ids[1]).endswith("finish [SEP]") and "its lede" not in tok.decode(ids[1])
+    assert stats["truncated"] == 2 and stats["text_truncated"] == 1 and stats["truncated_rows"] == [0, 1]

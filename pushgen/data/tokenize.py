@@ -49,17 +49,24 @@ def _encode_batch(batch, tokenizer, max_length: int, use_evidence: bool, kind: s
         ids, cut = _encode_texts(tokenizer, texts, max_length, side)
         return {"input_ids": ids, "truncated": cut, "text_truncated": cut}
     if kind == "encoder":
-        # A text pair: the evidence is shortened first; a text that does not fit even alone is cut
-        # by the policy and goes in without evidence.
-        enc = tokenizer(texts, evidence, truncation="only_second", max_length=max_length)["input_ids"]
-        full = tokenizer(texts, evidence)["input_ids"]
-        alone, alone_cut = _encode_texts(tokenizer, texts, max_length, side)
-        ids, cut, text_cut = [], [], []
-        for e, f, a, ac in zip(enc, full, alone, alone_cut):
-            too_long = len(e) > max_length or ac
-            ids.append(a if too_long else e)
-            cut.append(too_long or len(f) > len(e))
-            text_cut.append(ac)
+        # A text pair: the evidence is shortened first. A text that leaves no room for evidence
+        # (the tokenizer refuses such a pair) goes in alone, cut by the policy if needed.
+        alone, text_cut = _encode_texts(tokenizer, texts, max_length, side)
+        ids, cut = list(alone), list(text_cut)
+        fits = [i for i, a in enumerate(alone) if not text_cut[i] and len(a) + 1 < max_length]
+        for i in set(range(len(texts))) - set(fits):
+            cut[i] = cut[i] or bool(evidence[i])           # its evidence was left out
+        if fits:
+            paired = tokenizer([texts[i] for i in fits], [evidence[i] for i in fits],
+                               truncation="only_second", max_length=max_length)["input_ids"]
+            for i, p in zip(fits, paired):
+                ids[i] = p
+            # A shortened pair fills max_length exactly: only full rows need the exact check.
+            full = [i for i, p in zip(fits, paired) if len(p) >= max_length]
+            if full:
+                whole = tokenizer([texts[i] for i in full], [evidence[i] for i in full])["input_ids"]
+                for i, w in zip(full, whole):
+                    cut[i] = len(w) > max_length
         return {"input_ids": ids, "truncated": cut, "text_truncated": text_cut}
     # Decoder: fit the text whole, give the evidence what is left, cut the evidence at its end.
     out, cut, text_cut = [], [], []

@@ -15,6 +15,7 @@ import hydra
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -188,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_compatible(resume_from, module)  # a clear error instead of a size-mismatch traceback
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
 
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
     # Validation metrics of the checkpoint that was kept, not of the last validation.
     # A logger-free trainer, so this extra pass does not add a point to the validation curve.
@@ -212,7 +213,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                 "tfidf_logreg": baselines.tfidf_logreg(train_pairs, test_pairs, seed=int(cfg.seed))}
     if cfg.task.get("export_model", False):
         # `module` holds the best weights since quiet.validate(ckpt_path=best).
-        with atomic_dir(out / "reward_model") as tmp:
+        # The guard made sure this folder is this run's: a resumed run replaces its own export.
+        with atomic_dir(out / "reward_model", replace=True) as tmp:
             module.model.save_pretrained(tmp)
         metrics["reward_model"] = str(out / "reward_model")
     write_json(out / "metrics.json", metrics)

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,12 +39,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
 
 
-class ResumeCheckpoint(L.Callback):
+class ResumeCheckpoint(Checkpoint):
     """Keeps `last.ckpt` fresh for resuming: after every validation and training epoch, every
     ``every_n_train_steps`` optimiser steps (what a SIGKILL falls back to), and when the run is
     preempted (SIGTERM: Lightning's signal connector sets a flag, stops after the current batch and
     calls ``on_exception``; Ctrl-C likewise). The sole writer of `last.ckpt` (ModelCheckpoint keeps
-    the best one only; two writers of one name make Lightning version it as `last-v1.ckpt`)."""
+    the best one only; two writers of one name make Lightning version it as `last-v1.ckpt`). A
+    ``Checkpoint`` subclass, so Lightning runs it after the other callbacks and the checkpoint holds
+    their latest state (e.g. the best score so far)."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = 50, filename: str = "last.ckpt"):
         super().__init__()

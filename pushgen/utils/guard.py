@@ -20,9 +20,21 @@ def check_run_dir(out: str | Path, resuming: bool) -> None:
                               "or choose another hydra.run.dir")
 
 
+class StopRun(SystemExit):
+    """Hydra turns an exception raised in a callback into a warning and goes on (and would then write
+    .hydra/ into the folder); a SystemExit is not caught, so the run stops here. The message is
+    printed and the exit status is 1."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(f"{type(exc).__name__}: {exc}")
+
+
 class RefuseUsedRunDir(Callback):
     """Runs before Hydra writes .hydra/ into the run folder, so a refused run changes nothing there."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         resuming = config.hydra.job.name == "train" and bool(config.get("ckpt_path"))
-        check_run_dir(config.hydra.run.dir, resuming)
+        try:
+            check_run_dir(config.hydra.run.dir, resuming)
+        except FileExistsError as exc:
+            raise StopRun(exc) from exc

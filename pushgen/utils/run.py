@@ -62,17 +62,24 @@ def atomic_path(path: str | Path):
 
 
 @contextmanager
-def atomic_dir(path: str | Path):
+def atomic_dir(path: str | Path, replace: bool = False):
     """Like :func:`atomic_path` for a folder (an exported model): filled under a temporary name,
-    renamed when complete. An existing folder is never replaced."""
+    renamed when complete. An existing folder is refused, or with ``replace=True`` (a resumed run
+    re-exporting into its own folder) swapped out only once the new one is complete."""
     path = Path(path)
-    if path.exists():
+    if path.exists() and not replace:
         raise FileExistsError(f"{path} exists already; it is never overwritten")
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, _dir_mode())  # mkdtemp makes it private (0700)
-        os.rename(tmp, path)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.rename(path, old / path.name)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

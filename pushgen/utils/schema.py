@@ -10,8 +10,8 @@ as ``???`` is reported with its full key path and what is allowed, all problems 
 Adding a group is one dataclass with ``@register_group("name")``; a new loss is one dataclass with
 ``@register_loss("name")`` (its own keys on top of ``name`` and ``use_weights``); the top-level keys
 of an entry point are one dataclass with ``@register_entry("task")``. Fields without a default are
-required. ``Literal[...]`` lists the allowed values; ``field(metadata={"min": a, "max": b})`` bounds
-a number. Groups whose options are Hydra ``_target_`` blocks (trainer, callbacks, logger) are checked
+required. ``Literal[...]`` lists the allowed values; ``bounded(lo, hi, default=...)`` bounds a
+number. Groups whose options are Hydra ``_target_`` blocks (trainer, callbacks, logger) are checked
 against the signature of the class they name.
 """
 
@@ -64,7 +64,7 @@ def register_entry(name: str) -> Callable:
     return add
 
 
-def _range(lo: float | None = None, hi: float | None = None, **kw) -> Any:
+def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     return field(metadata={"min": lo, "max": hi}, **kw)
 
 
@@ -91,22 +91,22 @@ class TimeWindow:
 @dataclass(kw_only=True)
 class SrmConfig:
     enabled: bool = True
-    alpha: float = _range(0.0, 1.0, default=0.001)
+    alpha: float = bounded(0.0, 1.0, default=0.001)
 
 
 @dataclass(kw_only=True)
 class PairsConfig:
-    min_impressions: int = _range(0, default=0)
-    max_pvalue: float = _range(0.0, 1.0, default=1.0)
-    fdr_q: Optional[float] = _range(0.0, 1.0, default=None)
+    min_impressions: int = bounded(0, default=0)
+    max_pvalue: float = bounded(0.0, 1.0, default=1.0)
+    fdr_q: Optional[float] = bounded(0.0, 1.0, default=None)
     filter_eval: bool = False
     weighting: Literal["uniform", "inverse_variance", "confidence"] = "uniform"
 
 
 @dataclass(kw_only=True)
 class SplitConfig:
-    val: float = _range(0.0, 1.0, default=0.1)
-    test: float = _range(0.0, 1.0, default=0.1)
+    val: float = bounded(0.0, 1.0, default=0.1)
+    test: float = bounded(0.0, 1.0, default=0.1)
     seed: Optional[int] = None
 
 
@@ -123,19 +123,19 @@ class DataConfig:
     srm: SrmConfig = field(default_factory=SrmConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    batch_size: int = _range(1, default=32)
-    eval_batch_size: int = _range(1, default=64)
+    batch_size: int = bounded(1, default=32)
+    eval_batch_size: int = bounded(1, default=64)
     group_by_test: bool = True
-    num_workers: int = _range(0, default=0)
+    num_workers: int = bounded(0, default=0)
 
 
 @dataclass(kw_only=True)
 class TinyConfig:
     arch: Literal["llama", "qwen2"] = "llama"
-    hidden_size: int = _range(1, default=32)
-    num_layers: int = _range(1, default=2)
-    num_heads: int = _range(1, default=4)
-    vocab_size: int = _range(16, default=256)
+    hidden_size: int = bounded(1, default=32)
+    num_layers: int = bounded(1, default=2)
+    num_heads: int = bounded(1, default=4)
+    vocab_size: int = bounded(16, default=256)
     seed: int = 0
     # Recorded by a saved model so it can be rebuilt; not settings.
     model_vocab_size: Optional[int] = None
@@ -160,9 +160,9 @@ class BackboneConfig:
 @dataclass(kw_only=True)
 class LoraConfig:
     enabled: bool = False
-    r: int = _range(1, default=8)
-    alpha: float = _range(0.0, default=16)
-    dropout: float = _range(0.0, 1.0, default=0.0)
+    r: int = bounded(1, default=8)
+    alpha: float = bounded(0.0, default=16)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
     target_modules: Optional[list[str]] = None
 
 
@@ -170,9 +170,9 @@ class LoraConfig:
 @dataclass(kw_only=True)
 class RewardConfig:
     pooling: Literal["auto", "last", "mean", "cls"] = "auto"
-    dropout: float = _range(0.0, 1.0, default=0.0)
+    dropout: float = bounded(0.0, 1.0, default=0.0)
     use_evidence: bool = False
-    max_length: int = _range(2, default=64)
+    max_length: int = bounded(2, default=64)
     # What happens to an input longer than max_length (see pushgen.data.tokenize.TRUNCATIONS).
     truncation: Literal["right", "left", "error"] = "right"
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -184,10 +184,10 @@ class LossConfig:
     name: str
     use_weights: bool = False
     # Reward centering: + center_weight * mean(score^2) over the batch's texts.
-    center_weight: float = _range(0.0, default=0.0)
+    center_weight: float = bounded(0.0, default=0.0)
     # Read by bt_margin only; allowed on every loss so one Optuna search can sweep it across losses
     # (the module warns when a loss ignores it).
-    margin_scale: Optional[float] = _range(0.0, default=None)
+    margin_scale: Optional[float] = bounded(0.0, default=None)
 
 
 register_loss("bradley_terry")(LossConfig)
@@ -201,23 +201,23 @@ register_loss("binomial")(LossConfig)
 @dataclass(kw_only=True)
 class MarginLossConfig(LossConfig):
     margin_from: Literal["z", "ctr_diff"] = "z"
-    margin_scale: Optional[float] = _range(0.0, default=0.25)
-    margin_cap: Optional[float] = _range(0.0, default=2.0)
+    margin_scale: Optional[float] = bounded(0.0, default=0.25)
+    margin_cap: Optional[float] = bounded(0.0, default=2.0)
 
 
 @register_loss("hinge")
 @dataclass(kw_only=True)
 class HingeLossConfig(LossConfig):
-    hinge_margin: float = _range(0.0, default=1.0)
+    hinge_margin: float = bounded(0.0, default=1.0)
 
 
 @register_group("optim")
 @dataclass(kw_only=True)
 class OptimConfig:
-    lr: float = _range(0.0, default=1e-4)
-    weight_decay: float = _range(0.0, default=0.01)
+    lr: float = bounded(0.0, default=1e-4)
+    weight_decay: float = bounded(0.0, default=0.01)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_ratio: float = _range(0.0, 1.0, default=0.1)
+    warmup_ratio: float = bounded(0.0, 1.0, default=0.1)
 
 
 @register_group("task")
@@ -226,7 +226,7 @@ class TaskConfig:
     name: str
     export_model: bool = False
     # Bootstrap resamples of the classification study after testing (0: skip it).
-    analysis_boot: int = _range(0, default=1000)
+    analysis_boot: int = bounded(0, default=1000)
 
 
 @register_group("paths")
@@ -241,9 +241,9 @@ class PathsConfig:
 
 @dataclass(kw_only=True)
 class CommonTop:
-    seed: Optional[int] = None      # None: unseeded; 0 is a seed like any other
+    seed: int = 0                   # every run is seeded; 0 is a seed like any other
     name: str = "run"
-    threads: Optional[int] = _range(1, default=None)
+    threads: Optional[int] = bounded(1, default=None)
 
 
 @register_entry("train")
@@ -334,6 +334,13 @@ def _check_value(value: Any, tp: Any, path: str, meta: Mapping, errors: list[str
 
 
 _UNRESOLVED = object()
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 
 def _items(node: Any, path: str, errors: list[str]):
@@ -437,8 +444,8 @@ def _check_loss(node: Any, path: str, errors: list[str]) -> None:
     schema = LOSSES.get(name)
     if schema is None:
         # An implemented loss without its own schema: check the common keys, let its own keys pass.
-        log.warning("loss '%s' has no registered schema; only loss.name/use_weights are checked "
-                    "(add one with @register_loss('%s') in pushgen/utils/schema.py)", name, name)
+        _warn_once(f"loss '{name}' has no registered schema; only loss.name/use_weights are checked "
+                   f"(add one with @register_loss('{name}') in pushgen/utils/schema.py)")
         _check_dataclass(node, LossConfig, path, errors, extra_ok=True)
         return
     _check_dataclass(node, schema, path, errors)
@@ -472,8 +479,11 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             else:
                 _check_value(value, top_hints[key], key, top_fields[key].metadata, errors)
         elif isinstance(value, (Mapping, DictConfig)):
-            log.warning("config group '%s' has no registered schema, so its keys are not checked "
-                        "(add a dataclass with @register_group('%s') in pushgen/utils/schema.py)", key, key)
+            _warn_once(f"config group '{key}' has no registered schema, so its keys are not checked "
+                       f"(add a dataclass with @register_group('{key}') in pushgen/utils/schema.py)")
+        elif entry not in ENTRIES:
+            _warn_once(f"entry point '{entry}' has no registered top-level schema, so '{key}' is not checked "
+                       f"(add a dataclass with @register_entry('{entry}') in pushgen/utils/schema.py)")
         else:
             allowed = sorted(set(top_fields) | {g for g in GROUPS if g in cfg})
             errors.append(f"{key}: unknown top-level key; allowed: {', '.join(allowed)}")
@@ -482,3 +492,36 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             errors.append(f"{name}: missing required key")
     if errors:
         raise ConfigError(errors)
+
+
+# Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
+def _check_taxonomy(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    check_taxonomy_config(node, path, errors)
+
+
+def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.labelers import check_labeler_config
+    check_labeler_config(node, path, errors)
+
+
+GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["labeler"] = _check_labeler
+
+
+def _hydra_callback_base():
+    from hydra.experimental.callback import Callback
+    return Callback
+
+
+class ValidateConfig(_hydra_callback_base()):
+    """Hydra callback: the same check at the command line, before Hydra writes into the run folder
+    (``run_task`` checks again, for callers that do not go through Hydra)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pushgen.utils.guard import StopRun
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            validate_config(task, str(config.hydra.job.name))
+        except ConfigError as exc:
+            raise StopRun(exc) from exc
