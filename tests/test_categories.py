@@ -7,7 +7,14 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from pushgen.categories import Labeler, RuleLabeler, Taxonomy, TaxonomyError, build_labeler, load_taxonomy
+from pushgen.categories import (
+    Labeler,
+    RuleLabeler,
+    Taxonomy,
+    TaxonomyError,
+    build_labeler,
+    load_taxonomy,
+)
 
 DEFAULT = REPO / "conf" / "taxonomy" / "default.yaml"
 
@@ -251,3 +258,20 @@ def test_agreement_check_runs_on_the_real_hand_labels(tmp_path):
     assert 0.0 < res["uniform"]["kappa"] < 1.0
     written = pd.read_csv(tmp_path / "predictions.csv", dtype=str)
     assert "text" not in written.columns and len(written) == len(stored)
+
+
+def test_config_checks_name_the_bad_key_of_taxonomy_and_labeler():
+    from pushgen.categories.labelers import check_labeler_config
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    errors: list[str] = []
+    check_taxonomy_config(OmegaConf.load(DEFAULT), "taxonomy", errors)
+    check_labeler_config(OmegaConf.load(REPO / "conf" / "labeler" / "learned.yaml"), "labeler", errors)
+    check_labeler_config({"kind": "rules"}, "labeler", errors)
+    assert errors == []
+    check_taxonomy_config(_tax(fallback="other"), "taxonomy", errors)
+    check_labeler_config({"kind": "learned", "Cee": 1.0}, "labeler", errors)
+    check_labeler_config({"kind": "magic"}, "labeler", errors)
+    assert len(errors) == 3
+    assert errors[0].startswith("taxonomy: taxonomy.fallback: unknown category 'other'")
+    assert errors[1].startswith("labeler.Cee: not a key of the learned labeler")
+    assert errors[2].startswith("labeler.kind: 'magic' is not allowed")

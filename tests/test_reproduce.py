@@ -108,3 +108,22 @@ def test_optuna_sweep_survives_a_failing_trial_and_tables_every_trial(tmp_path):
     failed = trials[trials["state"] == "failed"]
     assert (failed["optim.lr"] == -1.0).all() and failed["error"].str.contains("optim.lr").all()
     assert trials.loc[trials["state"] == "complete", "objective_val_pair_acc_sig"].between(0, 1).all()
+
+
+def test_generator_studies_read_run_folders(tmp_path):
+    """fig3_backbones draws each run's training loss; best_of_n tabulates metrics.json's selection."""
+    for name, losses in (("small", [4.0, 3.0, 2.0]), ("big", [3.0, 2.0, 1.0])):
+        run = tmp_path / "runs" / name
+        _fake_run(run, "bradley_terry", 0, [1, 1, 1, 1])
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump({"backbone": {"name": name}, "seed": 0}))
+        (run / "metrics.json").write_text(json.dumps({"selection": {"replacement_rate": 0.5 if name == "big" else 0.25,
+                                                                    "curve": [1, 2]}}))
+        (run / "csv" / "version_0").mkdir(parents=True)
+        pd.DataFrame({"step": [0, 1, 2], "train/loss_step": losses}).to_csv(run / "csv" / "version_0" / "metrics.csv", index=False)
+    assert main(["fig3_backbones", "--from-runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig3")]) == 0
+    table = pd.read_csv(tmp_path / "fig3" / "loss_curves.csv").set_index("backbone")
+    assert table.loc["small", "final_train_loss_mean10"] == 3.0 and table.loc["big", "steps"] == 2
+    assert (tmp_path / "fig3" / "loss_curves.png").stat().st_size > 5000
+    assert main(["best_of_n", "--from-runs", str(tmp_path / "runs"), "--out", str(tmp_path / "bon")]) == 0
+    sel = pd.read_csv(tmp_path / "bon" / "selection.csv").set_index("run")
+    assert sel.loc["big", "replacement_rate"] == 0.5 and "curve" not in sel      # scalars only

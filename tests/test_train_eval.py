@@ -89,24 +89,42 @@ def test_exported_reward_model_reloads_with_the_same_scores(trained):
     assert got == pytest.approx(scored["score_chosen"].to_numpy(), abs=1e-4)
 
 
-@pytest.mark.parametrize("config_name", ["train", "eval"])
-def test_every_experiment_and_group_option_composes_and_validates(config_name):
+# Values a user must give on the command line, per top-level config and per group option.
+REQUIRED = {"eval": ["ckpt_path=x.ckpt"]}
+NEED = {"data=ab_log": ["data.path=x.csv"], "backbone=hf": ["backbone.name_or_path=org/model"]}
+TOP_CONFIGS = sorted(p.stem for p in (REPO / "conf").glob("*.yaml"))
+
+
+def _compose_valid(config_name: str, overrides: list[str]):
     from pushgen.utils.schema import validate_config
-    groups = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in (REPO / "conf").iterdir() if p.is_dir()}
-    # Options that need a value the user must give.
-    need = {"data=ab_log": ["data.path=x.csv"], "backbone=hf": ["backbone.name_or_path=org/model"]}
+    cfg = compose(config_name=config_name, overrides=REQUIRED.get(config_name, []) + overrides)
+    validate_config(cfg, config_name)
+    return cfg
+
+
+@pytest.mark.parametrize("config_name", TOP_CONFIGS)
+def test_every_group_option_of_a_config_composes_and_validates(config_name):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        if config_name == "train":
-            for group in sorted(set(groups) - {"hydra"}):
-                for option in groups[group]:
-                    choice = f"{group}={option}"
-                    cfg = compose(config_name="train", overrides=[choice] + need.get(choice, []))
-                    assert cfg.data.columns.text
-                    validate_config(cfg, "train")
-        else:
-            cfg = compose(config_name="eval", overrides=["ckpt_path=x.ckpt"])
-            assert cfg.ckpt_path == "x.ckpt"
-            validate_config(cfg, "eval")
+        choices = compose(config_name=config_name, overrides=REQUIRED.get(config_name, []),
+                          return_hydra_config=True).hydra.runtime.choices
+        for group in sorted(g for g in choices if not g.startswith("hydra") and "/" not in g and g != "experiment"):
+            for option in sorted(f.stem for f in (REPO / "conf" / group).glob("*.yaml")):
+                choice = f"{group}={option}"
+                _compose_valid(config_name, [choice] + NEED.get(choice, []))
+
+
+def test_every_experiment_composes_and_validates_with_a_top_level_config():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        for path in sorted((REPO / "conf" / "experiment").glob("*.yaml")):
+            errors = {}
+            for config_name in TOP_CONFIGS:
+                try:
+                    _compose_valid(config_name, [f"experiment={path.stem}"])
+                    break
+                except Exception as exc:  # noqa: BLE001 - collected to explain the failure below
+                    errors[config_name] = f"{type(exc).__name__}: {exc}"
+            else:
+                pytest.fail(f"experiment={path.stem} composes with no top-level config: {errors}")
 
 
 def test_missing_data_says_where_the_archive_comes_from(tmp_path):

@@ -111,6 +111,10 @@ def _as_texts(texts: Sequence[str] | str) -> list[str]:
 
 
 LABELER_KINDS = ("rules", "learned")
+# Keys each kind reads (conf/labeler/*.yaml); anything else is a typo the schema check reports.
+LABELER_KEYS = {"rules": {"kind"},
+                "learned": {"kind", "sources", "exclude_labels", "max_texts", "seed", "features", "C", "max_iter",
+                            "class_weight", "path", "cache_dir"}}
 
 
 def build_labeler(cfg: Mapping[str, Any] | None, taxonomy: Taxonomy) -> Labeler:
@@ -123,3 +127,17 @@ def build_labeler(cfg: Mapping[str, Any] | None, taxonomy: Taxonomy) -> Labeler:
         from pushgen.categories.learned import load_or_train
         return load_or_train(cfg, taxonomy)
     raise ValueError(f"labeler.kind must be one of {list(LABELER_KINDS)}, got {kind!r}")
+
+
+def check_labeler_config(node: Any, path: str, errors: list[str]) -> None:
+    """Config-schema hook (pushgen.utils.schema): a known ``kind`` and only the keys it reads."""
+    if not isinstance(node, Mapping) and not hasattr(node, "keys"):
+        errors.append(f"{path}: expected a mapping with a kind, got {node!r}")
+        return
+    kind = node.get("kind")
+    if kind not in LABELER_KINDS:
+        errors.append(f"{path}.kind: {kind!r} is not allowed; allowed: {', '.join(map(repr, LABELER_KINDS))}")
+        return
+    for key in node:
+        if key not in LABELER_KEYS[kind]:
+            errors.append(f"{path}.{key}: not a key of the {kind} labeler; allowed: {', '.join(sorted(LABELER_KEYS[kind]))}")

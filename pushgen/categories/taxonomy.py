@@ -160,3 +160,11 @@ def load_taxonomy(cfg: Mapping[str, Any] | str | Path) -> Taxonomy:
         raise TaxonomyError("taxonomy.fallback is missing: name the category a text gets when no rule fires")
     priority = _strings(cfg.get("priority"), "taxonomy.priority") or None
     return Taxonomy(cats, fallback=cfg["fallback"], priority=priority, name=str(cfg.get("name", "custom")))
+
+
+def check_taxonomy_config(node: Any, path: str, errors: list[str]) -> None:
+    """Config-schema hook (pushgen.utils.schema): a taxonomy group that does not load is one error."""
+    try:
+        load_taxonomy(node)
+    except TaxonomyError as exc:
+        errors.append(f"{path}: {exc}")

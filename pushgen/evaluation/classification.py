@@ -66,7 +66,7 @@ def _both_orders(margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[p, 1 - p], np.r_[np.ones(len(p)), np.zeros(len(p))]
 
 
-def _auc(a) -> float:
+def auc_both_orders(a) -> float:
     """ROC AUC with both orders: positives are the margins, negatives their negatives (Mann-Whitney
     U from ranks, ties count one half; the same number as sklearn's roc_auc_score, faster)."""
     m = a["margin"]
@@ -127,7 +127,7 @@ def arm_scores(pairs: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.Da
     return arms
 
 
-def per_test(arms: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def per_test(arms: pd.DataFrame) -> pd.DataFrame:
     """Per test with >= 2 scored texts: whether the top-scored text has the top CTR (top1), the chance
     of that for a random pick, the CTR lift of the pick over the test's mean CTR, Kendall's tau
     (nan when CTRs or scores are all equal), and the same for the ``first_place`` arm if known."""
@@ -174,15 +174,15 @@ def classification_table(pairs: pd.DataFrame, pooled: pd.DataFrame | None = None
 
     add("pair_acc", "all pairs", _acc)
     add("pair_acc", "p < 0.05", _acc, a["p_value"] < 0.05)
-    add("auc", "all pairs", _auc)
-    add("auc", "p < 0.05", _auc, a["p_value"] < 0.05)
+    add("auc", "all pairs", auc_both_orders)
+    add("auc", "p < 0.05", auc_both_orders, a["p_value"] < 0.05)
     add("ece", "all pairs", _ece)
     for lo, hi in zip(CTR_EDGES[:-1], CTR_EDGES[1:]):
         add("pair_acc_by_ctr_diff", _bucket_label(lo, hi, ".4f"), _acc, (a["ctr_diff"] >= lo) & (a["ctr_diff"] < hi))
     for lo, hi in zip(P_EDGES[:-1], P_EDGES[1:]):
         add("pair_acc_by_p_value", _bucket_label(lo, min(hi, 1.0), ".2f"), _acc, (a["p_value"] >= lo) & (a["p_value"] < hi))
 
-    tests = per_test(arm_scores(pairs, pooled), seed)
+    tests = per_test(arm_scores(pairs, pooled))
     if len(tests):
         ta = {c: tests[c].to_numpy(dtype=np.float64) for c in tests.columns if c not in ("test_id",)}
         for metric, key in (("top1_model", "top1"), ("top1_random", "random"), ("ctr_lift_model", "lift"),
@@ -238,7 +238,8 @@ def write_study(pairs: pd.DataFrame, out_dir: str | Path, pooled: pd.DataFrame |
                                                     out / f"{prefix}score_hist.png")
     top = table[table["metric"].isin(["top1_model", "top1_random", "top1_first_place"])]
     if len(top):
-        paths["top1"] = plots.metric_bars(top.assign(subset=top["metric"].str.replace("top1_", "").str.replace("first_place", "first_place arm\n(an outcome flag)")),
-                                          "who picks", "share of tests whose pick has the top CTR",
+        who = top["metric"].map({"top1_model": "model", "top1_random": "random pick",
+                                 "top1_first_place": "first_place arm\n(an outcome flag)"})
+        paths["top1"] = plots.metric_bars(top.assign(subset=who), "who picks", "share of tests whose pick has the top CTR",
                                           out / f"{prefix}top1.png")
     return paths

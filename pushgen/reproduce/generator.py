@@ -52,7 +52,10 @@ def loss_curves(runs: list[Run], out: Path) -> dict[str, Any]:
     plt.close(fig)
     table = pd.DataFrame(rows)
     write_atomic(out / "loss_curves.csv", table.to_csv(index=False))
-    write_atomic(out / "loss_curves.md", table.to_markdown(index=False) + "\n" if _has_tabulate() else table.to_csv(index=False))
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    write_atomic(out / "loss_curves.md", "\n".join(lines) + "\n")
     return {"runs": len(runs), "table": table}
 
 
@@ -71,10 +74,3 @@ def metrics_table(section: str):
         return {"runs": len(runs), "table": table}
     return summarise
 
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False

@@ -11,18 +11,13 @@ import numpy as np
 import pandas as pd
 
 from pushgen.evaluation import plots
-from pushgen.evaluation.classification import bootstrap_over_tests
+from pushgen.evaluation.classification import auc_both_orders, bootstrap_over_tests
 from pushgen.losses import LOSSES
 from pushgen.reproduce.common import Run
 from pushgen.utils.run import write_atomic
 
 REFERENCE = "bradley_terry"
 PAIR_KEY = ["test_id", "chosen", "rejected"]
-
-
-def _auc(margin: np.ndarray) -> float:
-    from pushgen.evaluation.classification import _auc as auc
-    return auc({"margin": margin})
 
 
 def scored_pairs(runs: list[Run]) -> pd.DataFrame:
@@ -53,7 +48,7 @@ def _stats(cols: list[str], sig: bool) -> dict:
             keep = a["p_value"] < 0.05 if sig else np.ones(len(a["p_value"]), bool)
             return float(np.mean([fn(a[c][keep]) for c in cols]))
         return stat
-    return {"pair_acc": mean_over_seeds(lambda m: (m > 0).mean()), "auc": mean_over_seeds(_auc)}
+    return {"pair_acc": mean_over_seeds(lambda m: (m > 0).mean()), "auc": mean_over_seeds(lambda m: auc_both_orders({"margin": m}))}
 
 
 def summarise(runs: list[Run], out: Path, n_boot: int = 1000) -> dict[str, Any]:

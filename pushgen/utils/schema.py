@@ -189,10 +189,10 @@ class LossConfig:
     name: str
     use_weights: bool = False
     # Reward centering: + center_weight * mean(score^2) over the batch's texts.
-    center_weight: float = _range(0.0, default=0.0)
+    center_weight: float = bounded(0.0, default=0.0)
     # Read by bt_margin only; allowed on every loss so one Optuna search can sweep it across losses
     # (the module warns when a loss ignores it).
-    margin_scale: Optional[float] = _range(0.0, default=None)
+    margin_scale: Optional[float] = bounded(0.0, default=None)
 
 
 register_loss("bradley_terry")(LossConfig)
@@ -206,14 +206,14 @@ register_loss("binomial")(LossConfig)
 @dataclass(kw_only=True)
 class MarginLossConfig(LossConfig):
     margin_from: Literal["z", "ctr_diff"] = "z"
-    margin_scale: Optional[float] = _range(0.0, default=0.25)
-    margin_cap: Optional[float] = _range(0.0, default=2.0)
+    margin_scale: Optional[float] = bounded(0.0, default=0.25)
+    margin_cap: Optional[float] = bounded(0.0, default=2.0)
 
 
 @register_loss("hinge")
 @dataclass(kw_only=True)
 class HingeLossConfig(LossConfig):
-    hinge_margin: float = _range(0.0, default=1.0)
+    hinge_margin: float = bounded(0.0, default=1.0)
 
 
 @register_group("optim")
@@ -231,7 +231,7 @@ class TaskConfig:
     name: str
     export_model: bool = False
     # Bootstrap resamples of the classification study after testing (0: skip it).
-    analysis_boot: int = _range(0, default=1000)
+    analysis_boot: int = bounded(0, default=1000)
 
 
 @register_group("paths")
@@ -246,7 +246,7 @@ class PathsConfig:
 
 @dataclass(kw_only=True)
 class CommonTop:
-    seed: Optional[int] = None      # None: unseeded; 0 is a seed like any other
+    seed: int = 0                   # every run is seeded; 0 is a seed like any other
     name: str = "run"
     threads: Optional[int] = bounded(1, default=None)
 
@@ -569,3 +569,18 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
             errors.append(f"{name}: missing required key")
     if errors:
         raise ConfigError(errors)
+
+
+# Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
+def _check_taxonomy(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.taxonomy import check_taxonomy_config
+    check_taxonomy_config(node, path, errors)
+
+
+def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.labelers import check_labeler_config
+    check_labeler_config(node, path, errors)
+
+
+GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["labeler"] = _check_labeler
