@@ -88,6 +88,7 @@ class SFTModule(L.LightningModule):
         self.samples_dir: Path | None = None
         # LoRA checkpoints hold only the trainable weights; the frozen base is rebuilt from its source.
         self.strict_loading = not self.lora
+        self.val_losses: list[float] = []  # every validation's loss, for runs without checkpointing
 
     def forward(self, batch: dict[str, torch.Tensor]):
         body, head = decoder_and_head(self.model)
@@ -110,6 +111,8 @@ class SFTModule(L.LightningModule):
     def on_validation_epoch_end(self):
         loss = self.val_loss.compute()
         self.log("val/loss", loss, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.val_losses.append(float(loss))
         self.log("val/ppl", torch.exp(loss.clamp(max=50.0)))
         self.log("val/token_acc", self.val_acc.compute())
         self.val_loss.reset()

@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.load_state_dict(state, strict=not module.lora)
     metrics: dict[str, Any] = {
         "best_ckpt": best or None,
-        "best_val_loss": float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
+        "best_val_loss": _best_val_loss(trainer),
         "data": prepared.stats,
         "sft": {"examples": {k: len(v) for k, v in examples.items()}, "prompts": module.builder.stats.as_dict(),
                 "categories_train": rows[rows["split"] == "train"]["category"].value_counts().to_dict(),
@@ -92,6 +92,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", metrics)
     log.info("SFT done: best val loss %s, %s", metrics["best_val_loss"], metrics["sft"]["examples"])
     return metrics
+
+
+def _best_val_loss(trainer: L.Trainer) -> float | None:
+    """The kept checkpoint's validation loss; without checkpointing, the lowest one logged."""
+    cb = trainer.checkpoint_callback
+    if cb is not None and cb.best_model_score is not None:
+        return float(cb.best_model_score)
+    logged = [float(v) for v in getattr(trainer.lightning_module, "val_losses", [])]
+    return min(logged) if logged else None
 
 
 def _figures(out: Path, loggers: list) -> dict[str, str]:

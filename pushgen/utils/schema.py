@@ -68,9 +68,6 @@ def bounded(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     return field(metadata={"min": lo, "max": hi}, **kw)
 
 
-_range = bounded  # the name the loss and task schemas use
-
-
 # ---------------------------------------------------------------------------------------- groups
 @dataclass(kw_only=True)
 class DataColumns:
