@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from conftest import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = {"test_id": "test", "text": "headline", "evidence": "lede", "impressions": "imps",
-           "clicks": "clicks", "time": "week", "image": "image", "first_place": None, "category": None}
 
 
 def train_cfg(out: Path, data: Path, overrides: list[str], name: str = "train"):

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import COLUMNS, REPO, ab_table
+from _runs import train_cfg
+from conftest import REPO, ab_table
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
@@ -18,17 +19,7 @@ CONF = str(REPO / "conf")
 
 
 def _cfg(name: str, out: Path, data: Path, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        cfg.paths.cache_dir = str(out.parent / "cache")
-        cfg.data.path = str(data)
-        cfg.data.columns = OmegaConf.create(COLUMNS)
-        cfg.data.exclude_time = None
-        cfg.data.split = {"val": 0.2, "test": 0.2}
-        cfg.data.pairs.min_impressions = 0
-    return cfg
+    return train_cfg(out, data, overrides, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +143,6 @@ def test_a_finished_run_folder_is_never_overwritten(trained):
 
 
 def test_hydra_callback_refuses_a_used_folder_before_hydra_writes_to_it(tmp_path):
-    from omegaconf import OmegaConf
     from pushgen.utils.guard import RefuseUsedRunDir, StopRun
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
