@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -326,3 +327,13 @@ def test_an_sft_export_is_prompted_as_in_training_and_merged(tmp_path):
     assert merged == adapter
     cfg.prompt.category = "none"  # the ablation still works on an export
     assert _generator(cfg, taxonomy, tmp_path)[2].use_category is False
+
+
+def test_a_generator_path_that_does_not_exist_is_named():
+    from omegaconf import OmegaConf
+
+    from pushgen.tasks.generate import _generator
+    cfg = OmegaConf.create({"generator": {"path": "/nonexistent/gen", "dtype": "float32", "trust_remote_code": False},
+                            "generation": {"backend": {"name": "hf"}}, "prompt": {"category": "label"}})
+    with pytest.raises(FileNotFoundError, match="generator.path: /nonexistent/gen does not exist"):
+        _generator(cfg, None, Path("/tmp"))

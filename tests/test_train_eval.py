@@ -228,3 +228,26 @@ def test_an_interrupted_run_resumes_from_last_and_keeps_its_history(tmp_path):
     new = pd.read_csv(tmp_path / "run" / "csv" / "version_1" / "metrics.csv")
     # the first part's history is still there, and the second part carries on from its last step
     assert old["step"].min() == 0 and old["step"].max() < first_steps <= new["step"].min() + 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs: 'abc' has the wrong type; expected int or None"),
+    ("trainer.precision=bogus", "trainer.precision: 'bogus' has the wrong type"),
+    ("callbacks.resume_checkpoint.every_n_train_steps=abc", "every_n_train_steps: 'abc' has the wrong type"),
+])
+def test_wrong_types_of_engine_arguments_fail_before_any_data_is_read(override, message):
+    from pushgen.utils.schema import ConfigError, validate_config
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override])
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, "train")
+
+
+@pytest.mark.parametrize("config_name", TOP_CONFIGS)
+def test_every_top_level_config_has_a_default_run_folder(config_name):
+    from hydra.core.hydra_config import HydraConfig
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=REQUIRED.get(config_name, []), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    run_dir = Path(cfg.hydra.run.dir)
+    assert run_dir.parent.name == "runs" and run_dir.name.endswith(f"_{cfg.name}")

@@ -133,16 +133,17 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
     # Counts: present, integral, non-negative, clicks <= impressions.
     for role in ("impressions", "clicks"):
         values = pd.to_numeric(out[role], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+        # Above 2**53 a float no longer holds every integer exactly (and int64 overflows later on).
+        bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values > 2.0**53)
         if bad.any():
             row = _first_bad(bad)
             if on_invalid == "raise":
                 value = raw[columns[role]].iloc[row]
                 value = value.item() if hasattr(value, "item") else value
-                raise DataError(f"{role} must be a non-negative integer, got {value!r}",
+                raise DataError(f"{role} must be a non-negative integer below 2**53, got {value!r}",
                                 path=path, row=row, column=columns[role],
                                 hint="fix the row, or set data.on_invalid=drop to drop and count such rows")
-            bad_rows[f"{role} not a non-negative integer"] = bad
+            bad_rows[f"{role} not a non-negative integer below 2**53"] = bad
         out[role] = np.where(bad, 0, values).astype(np.int64)
     over = out["clicks"].to_numpy() > out["impressions"].to_numpy()
     if over.any():

@@ -116,6 +116,10 @@ def _generator(cfg: DictConfig, taxonomy, out: Path):
     if not g.get("path"):
         raise ValueError("generator.path is not set: give a generator folder (an SFT run's generator/) or a model id")
     path = Path(str(g.path))
+    if not path.exists() and (str(g.path).startswith((".", "/", "~")) or str(g.path).count("/") != 1):
+        # Not a folder and not shaped like a hub id (org/name): say so instead of a hub error.
+        raise FileNotFoundError(f"generator.path: {g.path} does not exist; give an SFT run's generator/ folder "
+                                "(e.g. logs/sft/runs/<run>/generator) or a hub id like org/name")
     use_vllm = cfg.generation.backend.get("name", "hf") == "vllm"
     if (path / "pushgen_generator.json").is_file():
         from pushgen.modules.sft_module import load_generator as load_exported

@@ -37,10 +37,11 @@ ENTRIES: dict[str, type] = {}        # entry point (task) -> dataclass of its to
 
 
 class ConfigError(ValueError):
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], entry: str = "train"):
         self.problems = problems
         head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the config:"
-        super().__init__("\n  ".join([head, *problems]) + "\n  (python train.py --help lists the groups and options)")
+        script = {"sft": "sft.py", "generate": "generate.py", "pipeline": "pipeline.py", "eval": "eval.py"}.get(entry, "train.py")
+        super().__init__("\n  ".join([head, *problems]) + f"\n  (python {script} --help lists the groups and options)")
 
 
 def register_group(name: str) -> Callable:
@@ -572,9 +573,51 @@ def check_target_block(node: Any, path: str, errors: list[str]) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return  # extra keys go on to something else (e.g. wandb.init); cannot be checked here
     allowed = sorted(k for k in params if k != "self")
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: names are still checked
+        hints = {}
     for key in node:
-        if not str(key).startswith("_") and key not in params:
+        if str(key).startswith("_"):
+            continue
+        if key not in params:
             errors.append(f"{path}.{key}: not an argument of {target}; allowed: {', '.join(allowed)}")
+            continue
+        if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, key):
+            continue  # resolved only at run time (e.g. the run folder)
+        value = node[key]
+        if key in hints and value is not _UNRESOLVED and not isinstance(value, (Mapping, DictConfig, list, ListConfig)) \
+                and not _value_matches(value, hints[key]):
+            errors.append(f"{path}.{key}: {_show(value)} has the wrong type; expected {_type_name(hints[key])} (argument of {target})")
+
+
+def _value_matches(value: Any, hint: Any) -> bool:
+    """Whether a plain config value fits a parameter annotation; annotations it cannot judge pass."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_value_matches(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def _check_target_group(node: Any, path: str, errors: list[str]) -> None:
@@ -657,7 +700,7 @@ def validate_config(cfg: DictConfig, entry: str) -> None:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in seen:
             errors.append(f"{name}: missing required key")
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(errors, entry)
 
 
 # Style categories check their own groups: the whole taxonomy file, and the labeler's kind and keys.
