@@ -179,6 +179,8 @@ def test_a_debug_run_on_part_of_the_test_split_scores_only_what_it_tested(tmp_pa
     metrics = run_task(cfg, "train")
     scored = pd.read_csv(tmp_path / "train" / "test_pair_scores.csv")
     assert len(scored) == metrics["test"]["n_pairs"] == 4 and scored["score_chosen"].notna().all()
+    # The baselines are judged on the same 4 pairs, not the whole split.
+    assert {b["n_pairs"] for b in metrics["baselines"].values()} == {4}
 
 
 def test_lora_reward_run_checkpoint_evaluates(tmp_path):

@@ -227,6 +227,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["plots"] = _figures(out, scored, loggers, extra)
     if cfg.get("baselines", True):
         train_pairs, test_pairs = prepared.split("train"), prepared.split("test")
+        if cfg.get("test", True):
+            # The baselines are judged on exactly the pairs the model was tested on (all of the split,
+            # or the part trainer.limit_test_batches covered).
+            test_pairs = test_pairs.loc[scored.index]
         metrics["baselines"] = {"longer_wins": baselines.longer_wins(test_pairs),
                                 "tfidf_logreg": baselines.tfidf_logreg(train_pairs, test_pairs, seed=int(cfg.seed))}
     if cfg.task.get("export_model", False):
