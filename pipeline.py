@@ -11,16 +11,12 @@ Examples:
 
 from __future__ import annotations
 
-import os
+from pushgen.utils.config import REPO_ROOT, offline_defaults
 
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+offline_defaults()  # before hydra's instantiation imports transformers
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-
-from pushgen.utils.config import REPO_ROOT  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="pipeline")

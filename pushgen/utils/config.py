@@ -7,6 +7,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+
+def offline_defaults() -> None:
+    """Entry points run offline unless the user says otherwise: no hub lookups (a missed one costs
+    ~20 s, then fails) and no tokenizer thread pools fighting torch's. Call before transformers loads."""
+    import os
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
