@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("PUSHGEN_MODELS_DIR", REPO.parent / "shared" / "models"))
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 import torch
-from _common import REPO, Timer, default_cfg
+from _common import MODELS_DIR, REPO, Timer, default_cfg
 
 from pushgen.categories.prompts import PromptBuilder
 from pushgen.categories.taxonomy import load_taxonomy
@@ -38,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--generator", default=str(REPO.parent / "shared" / "models" / "stories260K"))
+    ap.add_argument("--generator", default=str(MODELS_DIR / "stories260K"))
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)

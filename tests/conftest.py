@@ -19,8 +19,11 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-UPWORTHY = SHARED / "data" / "upworthy" / "upworthy_exploratory_dev.parquet"
-STORIES = SHARED / "models" / "stories260K"
+# The same environment variables the configs read (conf/paths/default.yaml).
+DATA_DIR = Path(os.environ.get("PUSHGEN_DATA_DIR", SHARED / "data"))
+MODELS_DIR = Path(os.environ.get("PUSHGEN_MODELS_DIR", SHARED / "models"))
+UPWORTHY = DATA_DIR / "upworthy" / "upworthy_exploratory_dev.parquet"
+STORIES = MODELS_DIR / "stories260K"
 
 COLUMNS = {"test_id": "test", "text": "headline", "evidence": "lede", "impressions": "imps",
            "clicks": "clicks", "time": "week", "image": "image", "first_place": None, "category": None}

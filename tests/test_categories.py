@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, UPWORTHY
 from omegaconf import OmegaConf
 
 from pushgen.categories import (
@@ -232,7 +232,6 @@ def test_a_hand_label_key_that_no_longer_resolves_is_a_clear_error(tmp_path):
         read_hand_labels(labels, data, ["question", "plain_news"])
 
 
-UPWORTHY = REPO.parent / "shared" / "data" / "upworthy" / "upworthy_exploratory_dev.parquet"
 
 
 @pytest.mark.skipif(not UPWORTHY.exists(), reason=f"the Upworthy data is not at {UPWORTHY}")

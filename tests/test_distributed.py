@@ -79,7 +79,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process_at_the_same_global_batch(p
     half = _fit(pair_data, ["trainer=cpu"], batch=4)
 
     def distance(a, b):
-        return max(float((a[k] - b[k]).abs().max()) for k in a)
+        # The head's bias cancels in chosen - rejected, so its gradient is float noise only, which Adam
+        # scales up to lr-sized steps; it differs by machine (2.9e-4 on one CPU, 4e-6 on another).
+        return max(float((a[k] - b[k]).abs().max()) for k in a if k != "head.bias")
 
     assert distance(one, init) > 1e-3                 # training moved the weights
     assert distance(one, two) < 1e-4                  # 2 x 4 on two processes == 8 on one (seen: 4e-6)

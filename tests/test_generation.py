@@ -293,6 +293,24 @@ def test_tiny_generate_and_select_run_end_to_end(tmp_path, tiny_reward):
     # A finished run folder is never written into again.
     with pytest.raises(FileExistsError):
         run_task(cfg, "generate")
+    # The gold judge must not be the model that selected; a wrong reward folder is named, with a hint.
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run2")
+        cfg.gold_reward_model = str(proxy_dir)
+    with pytest.raises(ValueError, match="gold_reward_model is the same folder as reward_model"):
+        run_task(cfg, "generate")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run3")
+        cfg.gold_reward_model = None
+        cfg.reward_model = str(tmp_path)          # the folder above proxy/: not a reward model
+    (tmp_path / "reward_model").symlink_to(proxy_dir)
+    with pytest.raises(FileNotFoundError, match=f"did you mean {tmp_path / 'reward_model'}"):
+        run_task(cfg, "generate")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run4")
+        cfg.reward_model = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="reward model folder .*nowhere does not exist"):
+        run_task(cfg, "generate")
 
 
 def test_an_sft_export_is_prompted_as_in_training_and_merged(tmp_path):

@@ -18,7 +18,7 @@ from pushgen.models.factory import detect_kind, resolve_model_path
 
 torch.set_num_threads(1)
 
-STORIES = Path(__file__).resolve().parents[1].parent / "shared/models/stories260K"
+from tests.conftest import STORIES  # noqa: E402
 needs_stories = pytest.mark.skipif(
     not (STORIES / "config.json").is_file(),
     reason=f"stories260K test model not found at {STORIES} (expected next to the repo in shared/models/)",

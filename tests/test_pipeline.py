@@ -54,6 +54,16 @@ def test_pipeline_links_stages_and_reuses_finished_ones(tmp_path):
     assert {s: (top / s / "metrics.json").stat().st_mtime_ns for s in stamps} == stamps
     assert again["generate"] == summary["generate"]
 
+    # A stage that stopped before its first checkpoint (here: generate, which has none) starts again;
+    # what it left is kept beside it, not overwritten.
+    (top / "metrics.json").unlink()
+    (top / "generate" / "metrics.json").unlink()
+    third = run_task(cfg, "pipeline")
+    aside = top / "generate.unfinished-1"
+    assert (aside / "candidates.csv").exists() and not (aside / "metrics.json").exists()
+    assert (top / "generate" / "metrics.json").exists()
+    assert third["generate"] == summary["generate"]  # same seed, same stage inputs
+
 
 def test_train_shards_are_disjoint_and_leave_val_and_test_alone(tmp_path):
     from pushgen.data.pipeline import prepare
@@ -95,3 +105,18 @@ def test_every_stage_of_the_pipeline_composes(experiment):
             assert stage.seed == cfg.seed and stage.threads == cfg.threads
     if experiment:
         assert cfg.stages.generate.overrides[-1].startswith("scoring.")
+
+
+def test_a_bad_stage_override_is_named_before_any_stage_runs(tmp_path):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="pipeline")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "top")
+            cfg.stages.generate.overrides = ["held_out.limit=3", "generation.n_per_categry=2"]
+        with pytest.raises(ValueError, match=r"stage generate \(config generate\).*n_per_categry"):
+            run_task(cfg, "pipeline")
+        with open_dict(cfg):
+            cfg.stages.generate.overrides = ["held_out.limit=-3"]
+        with pytest.raises(Exception, match=r"stage generate: held_out.limit: -3 is outside"):
+            run_task(cfg, "pipeline")
+    assert not (tmp_path / "top" / "reward").exists()   # nothing trained before the check

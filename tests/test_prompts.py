@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, SHARED, STORIES
+from conftest import MODELS_DIR, REPO, STORIES
 from transformers import AutoTokenizer
 
 from pushgen.categories.prompts import IGNORE_INDEX, EmptyTargetError, PromptBuilder
 from pushgen.models.tiny import build_tiny_tokenizer
 
-QWEN_TOK = SHARED / "models" / "qwen2.5-tokenizer"
+QWEN_TOK = MODELS_DIR / "qwen2.5-tokenizer"
 IM_START, IM_END, NEWLINE, SYSTEM, ASSISTANT = 151644, 151645, 198, 8948, 77091
 
 

@@ -209,6 +209,21 @@ def test_missing_required_values_are_named(tmp_path, data):
             "'plackett_luce', 'soft_bce'") in str(err.value)
 
 
+def test_prompt_placeholders_are_checked_with_the_config():
+    from hydra import compose, initialize_config_dir
+
+    from pushgen.utils.schema import validate_config
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        bad = compose(config_name="sft", overrides=["prompt.style_line='Style: {nam}'",
+                                                    "prompt.evidence_line='The story'"])
+        ok = compose(config_name="sft", overrides=["prompt.style_line='Write it as {name}: {{not a field}}'"])
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, "sft")
+    assert "prompt.style_line: unknown placeholder(s) {nam} in 'Style: {nam}'; allowed: {description}, {name}" in str(err.value)
+    assert "prompt.evidence_line: 'The story' lacks {evidence}" in str(err.value)
+    validate_config(ok, "sft")
+
+
 def test_another_task_registers_its_group_and_loss_with_one_dataclass(monkeypatch):
     from dataclasses import dataclass
 
@@ -377,3 +392,19 @@ def test_an_encoder_text_pair_with_a_too_long_text_is_cut_not_an_exception():
     assert [len(x) for x in ids][:2] == [32, 32] and tok.decode(ids[2]) == "[CLS] medium text [SEP] tiny [SEP]"
     assert tok.decode(ids[1]).endswith("finish [SEP]") and "its lede" not in tok.decode(ids[1])
     assert stats["truncated"] == 2 and stats["text_truncated"] == 1 and stats["truncated_rows"] == [0, 1]
+
+
+def test_a_data_error_on_the_command_line_is_printed_once_without_a_traceback(tmp_path):
+    path = tmp_path / "ab.csv"
+    table = ab_table(n_tests=4)
+    table.loc[2, "clicks"] = table.loc[2, "imps"] + 5               # more clicks than impressions
+    table.to_csv(path, index=False)
+    args = ["backbone=tiny_llama", "logger=csv", "threads=1", "data=ab_log", f"data.path={path}",
+            "data.columns.test_id=test", "data.columns.text=headline", "data.columns.impressions=imps",
+            "data.columns.clicks=clicks", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert said.count("exceed impressions") == 1 and "Traceback" not in said, said[-3000:]
+    assert "exceed impressions" in (tmp_path / "run" / "train.log").read_text()   # and kept in the run's log

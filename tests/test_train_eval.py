@@ -156,11 +156,44 @@ def test_hydra_callback_refuses_a_used_folder_before_hydra_writes_to_it(tmp_path
         RefuseUsedRunDir().on_run_start(cfg("eval", "x.ckpt"))
 
 
+def test_guard_refuses_leftovers_of_a_failed_run_and_foreign_files(tmp_path):
+    from pushgen.utils.guard import check_run_dir
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "train.log").write_text("")
+    check_run_dir(tmp_path, resuming=False)                        # what Hydra writes first is fine
+    (tmp_path / "config_tree.txt").write_text("x")                  # a run started here and failed early
+    with pytest.raises(FileExistsError, match="stopped before its first checkpoint"):
+        check_run_dir(tmp_path, resuming=False)
+    (tmp_path / "config_tree.txt").unlink()
+    (tmp_path / "thesis.tex").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty .*thesis.tex"):
+        check_run_dir(tmp_path, resuming=False)
+    check_run_dir(tmp_path, resuming=True)                         # a pipeline resumes into its folder
+
+
 def test_eval_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     data = tmp_path / "ab.csv"
     ab_table(n_tests=4).to_csv(data, index=False)
-    with pytest.raises(ValueError, match="not a pushgen reward checkpoint"):
+    with pytest.raises(ValueError, match="not a pushgen checkpoint"):
         run_task(_cfg("eval", tmp_path / "eval", data, [f"ckpt_path={data}"]), "eval")
+
+
+class _Pickled:
+    """An object torch.save can pickle but weights-only loading refuses."""
+
+
+def test_a_pickled_file_is_refused_without_advising_unsafe_loading(tmp_path):
+    import torch
+    from pushgen.utils.checkpoint import NotACheckpoint, load_checkpoint_file
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}, "extra": _Pickled()}, path)
+    with pytest.raises(NotACheckpoint, match="pickled objects") as err:
+        load_checkpoint_file(path)
+    # PyTorch's own message suggests weights_only=False, which would run the file's code.
+    assert "weights_only" not in str(err.value) and str(path) in str(err.value)
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(NotACheckpoint, match="no state_dict"):
+        load_checkpoint_file(path)
 
 
 def test_unknown_config_key_is_refused():

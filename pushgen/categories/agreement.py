@@ -94,8 +94,9 @@ def run_agreement(cfg) -> dict[str, Any]:
     from pushgen.categories.labelers import build_labeler
     from pushgen.categories.taxonomy import load_taxonomy
     from pushgen.utils.config import REPO_ROOT
-    from pushgen.utils.run import write_atomic, write_json
+    from pushgen.utils.run import set_threads, write_atomic, write_json
 
+    set_threads(cfg.get("threads"))
     taxonomy = load_taxonomy(cfg.taxonomy)
     labels = read_hand_labels(cfg.hand_labels, cfg.data_path, taxonomy.names)
     out = Path(cfg.paths.output_dir)

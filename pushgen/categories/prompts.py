@@ -48,6 +48,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# The placeholders each template line may use, and the one it must use (else the prompt silently
+# loses the category or the story).
+PLACEHOLDERS = {"style_line": ({"name", "description"}, "name"), "evidence_line": ({"evidence"}, "evidence")}
+
+
+def placeholder_problems(cfg: Mapping) -> list[str]:
+    """What is wrong with the ``{...}`` fields of the prompt's template lines (empty if nothing)."""
+    import string
+    problems = []
+    for key, (allowed, required) in PLACEHOLDERS.items():
+        line = cfg.get(key)
+        if not isinstance(line, str):
+            continue
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(line) if f is not None}
+        except ValueError as exc:  # e.g. a lone "{"
+            problems.append(f"prompt.{key}: {line!r} is not a valid template ({exc}); write a literal brace as {{{{ or }}}}")
+            continue
+        unknown = sorted(fields - allowed)
+        if unknown:
+            problems.append(f"prompt.{key}: unknown placeholder(s) {', '.join('{' + f + '}' for f in unknown)} in "
+                            f"{line!r}; allowed: {', '.join('{' + f + '}' for f in sorted(allowed))}")
+        elif required not in fields:
+            problems.append(f"prompt.{key}: {line!r} lacks {{{required}}}, so the prompt would leave it out")
+    return problems
+
+
 class EmptyTargetError(ValueError):
     """An SFT example with no target token: its loss would silently be zero."""
 
@@ -102,6 +129,9 @@ class PromptBuilder:
         for key in ("max_evidence_tokens", "max_target_tokens"):
             if int(cfg[key]) < 1:
                 raise ValueError(f"prompt.{key} must be >= 1, got {cfg[key]}")
+        problems = placeholder_problems(cfg)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.taxonomy = taxonomy

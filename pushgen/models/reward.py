@@ -181,8 +181,13 @@ class RewardModel(nn.Module):
 
         directory = Path(directory)
         meta_path = directory / META_FILE
+        if not directory.is_dir():
+            raise FileNotFoundError(f"reward model folder {directory} does not exist; give a train.py run's "
+                                    "reward_model/ folder (e.g. logs/reward/runs/<run>/reward_model)")
         if not meta_path.is_file():
-            raise FileNotFoundError(f"no {META_FILE} in {directory}: not a saved RewardModel")
+            hint = (f"; did you mean {directory / 'reward_model'}?" if (directory / "reward_model" / META_FILE).is_file()
+                    else "; give a train.py run's reward_model/ folder")
+            raise FileNotFoundError(f"no {META_FILE} in {directory}: not a saved reward model{hint}")
         meta = json.loads(meta_path.read_text())
         cfg = dict(meta.get("backbone_cfg") or {})
         cfg.update(_to_dict(backbone_cfg))

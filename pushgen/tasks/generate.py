@@ -156,6 +156,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     constraints = Constraints.from_cfg(to_plain(gen.constraints))
     taxonomy = load_taxonomy(cfg.taxonomy)
     labeler = build_labeler(cfg.labeler, taxonomy)
+    if cfg.get("gold_reward_model") and Path(str(cfg.gold_reward_model)).resolve() == Path(str(cfg.reward_model)).resolve():
+        raise ValueError(f"gold_reward_model is the same folder as reward_model ({cfg.reward_model}): a judge that "
+                         "selected the candidates cannot check them; give a model trained on other tests "
+                         "(data.split.train_shard={index:1,count:2}, as pipeline.py's gold stage) or leave it unset")
     reward = RewardModel.from_pretrained(cfg.reward_model)
     gold = RewardModel.from_pretrained(cfg.gold_reward_model) if cfg.get("gold_reward_model") else None
     model, tok, builder, model_path = _generator(cfg, taxonomy, out)

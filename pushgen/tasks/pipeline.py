@@ -6,7 +6,8 @@ Each stage is an ordinary run of its own entry point's config (train / sft / gen
 the overrides the pipeline config gives it, and written into its own run folder inside the
 pipeline's folder (`<top>/<stage>/`). A stage whose folder already holds a finished run
 (metrics.json) is reused, so an interrupted pipeline resumes with `hydra.run.dir=<top>`; a stage
-interrupted mid-training resumes from its last checkpoint.
+interrupted mid-training resumes from its last checkpoint, and one that stopped before any checkpoint
+starts again (its folder renamed `<stage>.unfinished-N`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,39 @@ def _links(stage: str, top: Path, enabled: list[str]) -> list[str]:
     return out
 
 
+def _set_aside(out: Path) -> Path:
+    """A stage that stopped before its first checkpoint starts again; what it left is kept beside it."""
+    n = 1
+    while out.with_name(f"{out.name}.unfinished-{n}").exists():
+        n += 1
+    aside = out.rename(out.with_name(f"{out.name}.unfinished-{n}"))
+    log.warning("stage %s: its folder held a run that stopped before its first checkpoint; kept as %s, "
+                "starting the stage again", out.name, aside)
+    return aside
+
+
+def stage_config(name: str, spec: DictConfig, top: Path, enabled: list[str], common: list[str],
+                 pipeline_name: str, resuming: bool = False) -> tuple[DictConfig, list[str]]:
+    """A stage's composed and checked config; a bad override names the stage and the key."""
+    from pushgen.utils.schema import ConfigError, validate_config
+
+    overrides = list(common) + list(spec.get("overrides") or []) + _links(name, top, enabled)
+    if resuming:
+        overrides.append("ckpt_path=last")
+    try:
+        cfg = compose_stage(str(spec.config), overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(top / name)
+            cfg.name = f"{pipeline_name}-{name}"
+        validate_config(cfg, str(spec.task))
+    except ConfigError as exc:
+        raise ConfigError([f"stage {name}: {p}" for p in exc.problems], str(spec.task)) from None
+    except Exception as exc:  # Hydra's composition errors: an unknown key or group option
+        raise ValueError(f"stage {name} (config {spec.config}): its overrides do not compose: {exc} "
+                         f"-- fix stages.{name}.overrides or pipeline.common") from None
+    return cfg, overrides
+
+
 def run_stage(name: str, spec: DictConfig, top: Path, enabled: list[str], common: list[str],
               pipeline_name: str) -> dict[str, Any]:
     from pushgen.tasks.entry import run_task
@@ -74,14 +108,10 @@ def run_stage(name: str, spec: DictConfig, top: Path, enabled: list[str], common
     if done.exists():
         log.info("stage %s: reusing the finished run in %s", name, out)
         return json.loads(done.read_text())
-    overrides = list(common) + list(spec.get("overrides") or []) + _links(name, top, enabled)
     resuming = bool(list((out / "checkpoints").glob("*.ckpt"))) if (out / "checkpoints").is_dir() else False
-    if resuming:
-        overrides.append("ckpt_path=last")
-    cfg = compose_stage(str(spec.config), overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        cfg.name = f"{pipeline_name}-{name}"
+    if not resuming and out.is_dir() and any(out.iterdir()):
+        _set_aside(out)
+    cfg, overrides = stage_config(name, spec, top, enabled, common, pipeline_name, resuming)
     out.mkdir(parents=True, exist_ok=True)
     log.info("stage %s: %s %s -> %s%s", name, spec.config, " ".join(overrides), out, " (resuming)" if resuming else "")
     start = time.perf_counter()
@@ -132,6 +162,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"pipeline.order names {unknown}, not under stages (known: {list(cfg.stages)})")
     common = [str(o) for o in (to_plain(cfg.pipeline.get("common")) or [])]
+    for name in order:  # every stage's config is checked before the first one trains
+        stage_config(name, cfg.stages[name], top, order, common, str(cfg.name))
     results, seconds = {}, {}
     for name in order:
         start = time.perf_counter()

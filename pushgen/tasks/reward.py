@@ -28,7 +28,7 @@ from pushgen.evaluation.classification import write_study
 from pushgen.evaluation.metrics import accuracy_by_bucket
 from pushgen.modules.datamodule import PairDataModule
 from pushgen.modules.reward_module import RewardModule
-from pushgen.utils.checkpoint import AtomicCheckpointIO, check_compatible
+from pushgen.utils.checkpoint import AtomicCheckpointIO, NotACheckpoint, check_compatible, load_checkpoint_file
 from pushgen.utils.config import to_plain
 from pushgen.utils.run import atomic_dir, atomic_path, seed_everything, set_threads, write_atomic, write_json
 
@@ -251,11 +251,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ckpt_path == "last":
         raise ValueError("eval.py needs ckpt_path=PATH to a .ckpt file (e.g. <train run>/checkpoints/last.ckpt)")
     ckpt = _resolve_ckpt(cfg.ckpt_path, out)
+    load_checkpoint_file(ckpt, mmap=True)  # a CSV, a truncated file, pickled objects: a short, clear error
     try:
         module = RewardModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a CSV, a truncated file, another framework's checkpoint...
-        raise ValueError(f"ckpt_path={ckpt} is not a pushgen reward checkpoint ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); use a .ckpt from a train.py run folder's checkpoints/") from exc
+    except Exception as exc:  # e.g. an SFT checkpoint: a real checkpoint of another module
+        raise NotACheckpoint(f"ckpt_path={ckpt} is not a pushgen reward checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:200]}); use a .ckpt from a train.py run "
+                             "folder's checkpoints/") from exc
     prepared = prepare(cfg.data, seed=int(cfg.seed), whole_file_split="test")
     dm, tstats = _datamodule(cfg, prepared, module, splits=("test",))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_build_loggers(cfg, out), callbacks=[],

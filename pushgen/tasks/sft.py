@@ -12,7 +12,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pushgen.categories.labelers import build_labeler
@@ -21,6 +20,7 @@ from pushgen.data.sft import SFTDataModule, label_rows, sft_rows, tokenize_rows
 from pushgen.evaluation import plots
 from pushgen.modules.sft_module import SFTModule
 from pushgen.tasks.reward import _build_callbacks, _build_loggers, _resolve_ckpt
+from pushgen.utils.checkpoint import load_checkpoint_file
 from pushgen.utils.config import to_plain
 from pushgen.utils.run import seed_everything, set_threads, write_json
 
@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_cb = trainer.checkpoint_callback
     best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
     if best:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        state = load_checkpoint_file(best)["state_dict"]
         module.load_state_dict(state, strict=not module.lora)
     metrics: dict[str, Any] = {
         "best_ckpt": best or None,

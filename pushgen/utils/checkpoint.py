@@ -57,7 +57,7 @@ class ResumeCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer, why: str) -> None:
         if trainer.sanity_checking:
             return
-        trainer.save_checkpoint(str(self.path))
+        trainer.save_checkpoint(str(self.path), weights_only=False)  # the full state: resumable (and no Lightning notice)
         self._saved_at = trainer.global_step
         log.info("saved %s at step %d (%s)", self.path, trainer.global_step, why)
 
@@ -83,6 +83,28 @@ class CheckpointMismatch(ValueError):
     """A checkpoint that does not fit the configured model."""
 
 
+class NotACheckpoint(ValueError):
+    """A file that is not a checkpoint pushgen wrote (another format, truncated, or pickled objects)."""
+
+
+def load_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` without pickled code, with a short error for a file that is not a checkpoint.
+    PyTorch's own message for such a file suggests ``weights_only=False``, which would run the file's
+    code; that advice is wrong for a file of unknown origin, so it is not passed on."""
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+            first = "it holds pickled objects other than tensors, which are never loaded"
+        raise NotACheckpoint(f"{path} is not a pushgen checkpoint ({type(exc).__name__}: {first[:160]}); "
+                             "give a .ckpt from a run folder's checkpoints/") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise NotACheckpoint(f"{path} is not a pushgen checkpoint (no state_dict in it); "
+                             "give a .ckpt from a run folder's checkpoints/")
+    return ckpt
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix: d}
@@ -95,7 +117,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def check_compatible(ckpt_path: str | Path, module: L.LightningModule) -> None:
     """Refuse, with the keys that differ, a checkpoint whose model config or weight shapes do not
     match ``module`` (instead of a size-mismatch traceback from deep inside load_state_dict)."""
-    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True)
+    ckpt = load_checkpoint_file(ckpt_path, mmap=True)
     saved_hp, own_hp = ckpt.get("hyper_parameters") or {}, dict(module.hparams)
     config_diffs = []
     for block in MODEL_KEYS:

@@ -249,6 +249,7 @@ class PathsConfig:
     log_dir: str
     cache_dir: str
     output_dir: str
+    models_dir: Optional[str] = None
 
 
 @dataclass(kw_only=True)
@@ -714,7 +715,16 @@ def _check_labeler(node: Any, path: str, errors: list[str]) -> None:
     check_labeler_config(node, path, errors)
 
 
+def _check_prompt(node: Any, path: str, errors: list[str]) -> None:
+    from pushgen.categories.prompts import placeholder_problems
+    before = len(errors)
+    _check_dataclass(node, PromptConfig, path, errors)
+    if len(errors) == before:
+        errors.extend(placeholder_problems(node))
+
+
 GROUPS["taxonomy"] = _check_taxonomy
+GROUPS["prompt"] = _check_prompt
 GROUPS["labeler"] = _check_labeler
 
 
