@@ -187,3 +187,35 @@ def test_labels_come_from_the_labeler():
     examples = tokenize_rows(rows, module.builder)
     assert len(examples) == len(rows)
     assert all(any(t != IGNORE_INDEX for t in e["labels"]) for e in examples)
+
+
+def test_category_balance_weights_and_loader_draw_every_category_equally():
+    from pushgen.data.sft import SFTDataModule, category_sampling_weights
+
+    cats = ["a"] * 6 + ["b"] * 3 + ["c"]
+    natural = category_sampling_weights(cats, 0.0)
+    assert natural == pytest.approx([0.1] * 10)
+    flat = category_sampling_weights(cats, 1.0)
+    # Each category gets a third of the mass: a = 6 x 1/18, b = 3 x 1/9, c = 1/3.
+    assert flat[:6] == pytest.approx([1 / 18] * 6) and flat[6:9] == pytest.approx([1 / 9] * 3)
+    assert flat[9] == pytest.approx(1 / 3)
+    half = category_sampling_weights(cats, 0.5)
+    assert half[9] / half[0] == pytest.approx(6 ** 0.5)
+    with pytest.raises(ValueError, match="category_balance"):
+        category_sampling_weights(cats, 1.5)
+
+    examples = [{"input_ids": [1, 2, i + 3], "labels": [IGNORE_INDEX, 2, i + 3], "weight": 1.0, "category": c}
+                for i, c in enumerate(cats * 30)]
+    dm = SFTDataModule({"train": examples, "val": examples[:2]}, pad_id=0, batch_size=50, eval_batch_size=2,
+                       pack=False, pack_tokens=64, seed=0, category_balance=1.0)
+    drawn = [examples[int(t) - 3]["category"] for b in dm.train_dataloader() for t in b["input_ids"][:, 2]]
+    assert len(drawn) == len(examples)
+    share = pd.Series(drawn).value_counts(normalize=True)
+    assert share["c"] == pytest.approx(1 / 3, abs=0.06) and share["a"] == pytest.approx(1 / 3, abs=0.06)
+    # The same seed draws the same order; the natural mix keeps c at a tenth.
+    again = [examples[int(t) - 3]["category"] for b in dm.train_dataloader() for t in b["input_ids"][:, 2]]
+    assert again == drawn
+    plain = SFTDataModule({"train": examples, "val": examples[:2]}, pad_id=0, batch_size=50, eval_batch_size=2,
+                          pack=False, pack_tokens=64, seed=0)
+    seen = sorted(int(t) for b in plain.train_dataloader() for t in b["input_ids"][:, 2])
+    assert seen == list(range(3, 3 + len(examples)))

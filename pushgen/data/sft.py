@@ -58,14 +58,29 @@ def label_rows(rows: pd.DataFrame, labeler) -> pd.DataFrame:
 
 
 def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder) -> list[dict]:
-    """Token examples (input_ids, labels, weight) in row order; empty targets raise or are skipped
-    by the builder's ``on_empty_target`` (and counted in ``builder.stats``)."""
+    """Token examples (input_ids, labels, weight, category) in row order; empty targets raise or are
+    skipped by the builder's ``on_empty_target`` (and counted in ``builder.stats``)."""
     out = []
     for ev, cat, text, w in zip(rows["evidence"], rows["category"], rows["text"], rows["weight"]):
         ex = builder.example(str(ev), cat if builder.use_category else None, str(text))
         if ex is not None:
-            out.append({**ex, "weight": float(w)})
+            # The category is kept even when the prompt omits it, so a balanced ablation sees the same data.
+            out.append({**ex, "weight": float(w), "category": cat})
     return out
+
+
+def category_sampling_weights(categories: Sequence[str], balance: float) -> np.ndarray:
+    """Per-example draw probabilities proportional to n_c ** -balance (n_c: examples of the example's category).
+
+    balance = 0 keeps the data's own mix, 1 gives every category the same share of draws; values in
+    between temper the mix. A rare style is then seen often enough for its prompt to be learned.
+    """
+    if not 0.0 <= float(balance) <= 1.0:
+        raise ValueError(f"sft.category_balance must be in [0, 1], got {balance}")
+    cats = pd.Series(list(categories), dtype=object)
+    counts = cats.map(cats.value_counts()).to_numpy(dtype=np.float64)
+    w = counts ** (-float(balance))
+    return w / w.sum()
 
 
 def pack_rows(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -134,8 +149,12 @@ class SFTDataModule:
     """Train/val example lists and their loaders (a plain object: Lightning accepts any loaders)."""
 
     def __init__(self, examples: dict[str, list[dict]], pad_id: int, batch_size: int, eval_batch_size: int,
-                 pack: bool, pack_tokens: int, seed: int):
+                 pack: bool, pack_tokens: int, seed: int, category_balance: float = 0.0):
         self.examples = examples
+        self.category_balance = float(category_balance)
+        if self.category_balance:
+            self.train_weights = category_sampling_weights([e["category"] for e in examples["train"]],
+                                                           self.category_balance)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.train_collate = SFTCollator(pad_id, pack=pack, pack_tokens=pack_tokens)
         self.eval_collate = SFTCollator(pad_id, pack=False)
@@ -143,8 +162,14 @@ class SFTDataModule:
 
     def train_dataloader(self):
         g = torch.Generator().manual_seed(self.seed)
-        return torch.utils.data.DataLoader(self.examples["train"], batch_size=self.batch_size, shuffle=True,
-                                           generator=g, collate_fn=self.train_collate)
+        if not self.category_balance:
+            return torch.utils.data.DataLoader(self.examples["train"], batch_size=self.batch_size, shuffle=True,
+                                               generator=g, collate_fn=self.train_collate)
+        # An epoch is as many draws (with replacement) as there are examples, at the tempered mix.
+        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(self.train_weights), len(self.train_weights),
+                                                         replacement=True, generator=g)
+        return torch.utils.data.DataLoader(self.examples["train"], batch_size=self.batch_size, sampler=sampler,
+                                           collate_fn=self.train_collate)
 
     def val_dataloader(self):
         return torch.utils.data.DataLoader(self.examples["val"], batch_size=self.eval_batch_size, shuffle=False,

@@ -63,7 +63,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module.samples_dir = out / "samples"
     dm = SFTDataModule(examples, pad_id=module.tokenizer.pad_token_id, batch_size=int(s.batch_size),
                        eval_batch_size=int(s.get("eval_batch_size", s.batch_size)), pack=bool(s.packing.enabled),
-                       pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed))
+                       pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed),
+                       category_balance=float(s.get("category_balance", 0.0)))
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
