@@ -4,7 +4,9 @@
    real training path (Lightning + RewardModule + test-grouped batches): linear means the seconds
    per pair stay flat.
 2. Peak memory of data preparation (file -> pairs) against rows (1x, 4x, 16x), each size in a
-   fresh process: Python-heap peak (tracemalloc) and resident-set growth over the imports, per row.
+   fresh process: Python-heap peak (tracemalloc) and resident-set growth over the imports, for the
+   in-memory prepare() and for the out-of-core flow (data.out_of_core, pairs written to disk,
+   buckets of --bucket-rows arms).
 3. The real Upworthy log read whole vs only its mapped columns (what ``prepare`` does).
 
 Writes scale_epoch.csv, scale_memory.csv and scale.png under logs/bench/scale/.
@@ -31,19 +33,27 @@ from pushgen.data.tokenize import tokenize_texts
 SCALES = (1, 4, 16)
 
 MEMORY_PROBE = r"""
-import json, resource, sys, tracemalloc
+import json, resource, sys, tempfile, time, tracemalloc
 sys.path.insert(0, sys.argv[2])
 from pushgen.data.pipeline import prepare
+from pushgen.data.stream import prepare_out_of_core
 from _common import default_cfg
 cfg = default_cfg([f"data.path={sys.argv[1]}"])
+mode, bucket_rows = sys.argv[3], int(sys.argv[4])
 import psutil
 before = psutil.Process().memory_info().rss / 1024   # now, after the imports (ru_maxrss is in KiB too)
 tracemalloc.start()
-prepared = prepare(cfg.data, seed=0)
+t0 = time.perf_counter()
+if mode == "in_memory":
+    stats = prepare(cfg.data, seed=0).stats
+else:
+    with tempfile.TemporaryDirectory() as out:
+        stats = prepare_out_of_core(cfg.data, seed=0, out_dir=out, bucket_rows=bucket_rows)
+seconds = time.perf_counter() - t0
 _, peak = tracemalloc.get_traced_memory()
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rows": prepared.stats["rows_read"], "pairs": len(prepared.pairs), "heap_peak_mb": peak / 2**20,
-                  "rss_growth_mb": (after - before) / 1024}))
+print(json.dumps({"mode": mode, "rows": stats["rows_read"], "pairs": sum(stats[f"pairs_{s}"] for s in ("train", "val", "test")),
+                  "heap_peak_mb": peak / 2**20, "rss_growth_mb": (after - before) / 1024, "seconds": seconds}))
 """
 
 
@@ -83,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tests", type=int, default=150, help="tests at 1x for the epoch curve")
     ap.add_argument("--rows", type=int, default=20000, help="arms at 1x for the memory curve (about 4 per test)")
+    ap.add_argument("--bucket-rows", type=int, default=20000, help="out-of-core bucket size (arms)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parts", nargs="+", default=["epoch", "memory", "columns"])
     args = ap.parse_args()
@@ -97,18 +108,20 @@ def main() -> None:
             pairs, secs = epoch_seconds(path, args.threads)
             epoch_rows.append({"scale": k, "train_pairs": pairs, "epoch_s": secs, "us_per_pair": 1e6 * secs / pairs})
             print(f"  {k:2d}x: {pairs:6d} train pairs, epoch {secs:6.2f} s, {1e6 * secs / pairs:7.0f} us/pair")
-        print("== peak memory of prepare() vs rows (fresh process per size)")
+        print(f"== peak memory of data preparation vs rows (fresh process per size; out of core: buckets of "
+              f"{args.bucket_rows} arms)")
         for k in SCALES if "memory" in args.parts else ():
             path = Path(tmp) / f"rows_{k}.parquet"
             synthetic_ab_log(args.rows * k // 4, seed=k).to_parquet(path)
-            res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(REPO)], capture_output=True,
-                                 text=True, cwd=str(REPO / "benchmarks"), check=True)
-            rec = json.loads(res.stdout.strip().splitlines()[-1])
-            rec["scale"] = k
-            memory_rows.append(rec)
-            print(f"  {k:2d}x: {rec['rows']:7d} rows -> {rec['pairs']:7d} pairs; heap peak {rec['heap_peak_mb']:7.1f} MB "
-                  f"({rec['heap_peak_mb'] * 2**20 / rec['rows']:5.0f} B/row), RSS growth {rec['rss_growth_mb']:7.1f} MB "
-                  f"({rec['rss_growth_mb'] * 2**20 / rec['rows']:5.0f} B/row)")
+            for mode in ("in_memory", "out_of_core"):
+                res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(REPO), mode, str(args.bucket_rows)],
+                                     capture_output=True, text=True, cwd=str(REPO / "benchmarks"), check=True)
+                rec = json.loads(res.stdout.strip().splitlines()[-1])
+                rec["scale"] = k
+                memory_rows.append(rec)
+                print(f"  {k:2d}x {mode:11s}: {rec['rows']:7d} rows -> {rec['pairs']:7d} pairs in {rec['seconds']:5.1f} s; "
+                      f"heap peak {rec['heap_peak_mb']:7.1f} MB ({rec['heap_peak_mb'] * 2**20 / rec['rows']:5.0f} B/row), "
+                      f"RSS growth {rec['rss_growth_mb']:7.1f} MB ({rec['rss_growth_mb'] * 2**20 / rec['rows']:5.0f} B/row)")
 
     import tracemalloc
 
@@ -139,11 +152,12 @@ def main() -> None:
     a.plot(ep["train_pairs"], ep["train_pairs"] * ep["epoch_s"].iloc[0] / ep["train_pairs"].iloc[0], "k:", label="linear")
     a.set(xlabel="training pairs", ylabel="seconds per epoch", title="epoch time vs pairs", xscale="log", yscale="log")
     a.legend()
-    b.plot(mem["rows"], mem["heap_peak_mb"] * 2**20 / mem["rows"], "o-", label="heap peak / row")
-    b.plot(mem["rows"], mem["rss_growth_mb"] * 2**20 / mem["rows"], "s-", label="RSS growth / row")
-    b.set(xlabel="rows (arms)", ylabel="bytes per row", title="prepare() memory per row", xscale="log")
-    b.set_ylim(bottom=0)
-    b.legend()
+    for mode, style in (("in_memory", "-"), ("out_of_core", "--")):
+        part = mem[mem["mode"] == mode]
+        b.plot(part["rows"], part["heap_peak_mb"], "o" + style, label=f"{mode}: heap peak")
+        b.plot(part["rows"], part["rss_growth_mb"], "s" + style, label=f"{mode}: RSS growth")
+    b.set(xlabel="rows (arms)", ylabel="MB", title="peak memory of data preparation", xscale="log", yscale="log")
+    b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "scale.png", dpi=120)
     print(f"wrote {out / 'scale_epoch.csv'}, {out / 'scale_memory.csv'}, {out / 'scale.png'}")

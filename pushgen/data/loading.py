@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from contextlib import contextmanager
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,14 +30,19 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
 class DropLog:
     """Counts what each rule removed, in the order the rules ran, so nothing is dropped silently."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.counts: OrderedDict[str, int] = OrderedDict()
+        self.quiet = quiet  # a part of a file counts quietly; its whole says the totals
 
     def add(self, rule: str, n: int, unit: str = "rows") -> None:
         key = f"{rule} ({unit})"
         self.counts[key] = self.counts.get(key, 0) + int(n)
-        if n:
+        if n and not self.quiet:
             log.info("dropped %d %s: %s", n, unit, rule)
+
+    def merge(self, other: DropLog) -> None:
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -55,13 +61,8 @@ def _available_columns(path: Path, fmt: str) -> list[str] | None:
     return None
 
 
-def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None,
-               columns: list[str] | None = None) -> pd.DataFrame:
-    """Load a file into a DataFrame; unreadable files raise DataError naming the file.
-
-    ``columns``: read only these (Parquet, CSV), so unused wide columns never take memory. If one
-    of them is not in the file, everything is read, and validation names the missing column."""
-    path = Path(path)
+def resolve_format(path: Path, fmt: str, missing_hint: str | None = None) -> str:
+    """The file's format (from its suffix when ``fmt`` is auto); a missing file or unknown suffix raises."""
     if not path.exists():
         raise DataError("the A/B log does not exist", path=str(path),
                         hint=missing_hint or "point data.path=FILE at a Parquet, CSV or JSONL file")
@@ -70,16 +71,18 @@ def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = N
         if not fmt:
             raise DataError(f"cannot tell the format from the suffix '{path.suffix}'", path=str(path),
                             hint="use a .parquet, .csv or .jsonl file, or set data.format=parquet|csv|jsonl")
-    if columns is not None:
-        available = _available_columns(path, fmt)
-        columns = list(dict.fromkeys(columns)) if available is not None and set(columns) <= set(available) else None
+    if fmt not in ("parquet", "csv", "jsonl"):
+        raise DataError(f"unknown format '{fmt}'", path=str(path), hint="set data.format=parquet|csv|jsonl")
+    return fmt
+
+
+@contextmanager
+def reading(path: Path, fmt: str):
+    """Turns each reader's own exceptions into a DataError naming the file (and the byte of bad UTF-8)."""
     try:
-        if fmt == "parquet":
-            return pd.read_parquet(path, columns=columns)
-        if fmt == "csv":
-            return pd.read_csv(path, encoding="utf-8", usecols=columns)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8")
+        yield
+    except DataError:
+        raise
     except UnicodeDecodeError as exc:
         # The reader decodes in chunks, so its offset is chunk-relative: find the real one.
         raw = path.read_bytes()
@@ -93,40 +96,105 @@ def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = N
     except Exception as exc:  # each reader has its own exception zoo; the message is what matters
         raise DataError(f"could not be read as {fmt}: {type(exc).__name__}: {exc}", path=str(path),
                         hint="check that the file is complete and well-formed") from exc
-    raise DataError(f"unknown format '{fmt}'", path=str(path), hint="set data.format=parquet|csv|jsonl")
 
 
-def _first_bad(mask: np.ndarray) -> int:
-    return int(np.flatnonzero(mask)[0])
+def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """Load a file into a DataFrame; unreadable files raise DataError naming the file.
+
+    ``columns``: read only these (Parquet, CSV), so unused wide columns never take memory. If one
+    of them is not in the file, everything is read, and validation names the missing column."""
+    path = Path(path)
+    fmt = resolve_format(path, fmt, missing_hint)
+    if columns is not None:
+        available = _available_columns(path, fmt)
+        columns = list(dict.fromkeys(columns)) if available is not None and set(columns) <= set(available) else None
+    with reading(path, fmt):
+        if fmt == "parquet":
+            return pd.read_parquet(path, columns=columns)
+        if fmt == "csv":
+            return pd.read_csv(path, encoding="utf-8", usecols=columns)
+        return pd.read_json(path, lines=True, encoding="utf-8")
 
 
-def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str = "<table>",
-             on_invalid: str = "raise", require_evidence: bool = False,
-             drops: DropLog | None = None) -> pd.DataFrame:
-    """Map columns to roles and check every arm. Returns the canonical table."""
-    if on_invalid not in ("raise", "drop"):
-        raise DataError(f"data.on_invalid must be 'raise' or 'drop', got '{on_invalid}'")
-    drops = drops if drops is not None else DropLog()
+def iter_table(path: str | Path, fmt: str, columns: list[str], batch_rows: int):
+    """The file's rows in DataFrames of at most ``batch_rows`` rows, only ``columns`` (each must be in
+    the file: :func:`check_columns` first), without holding the whole file."""
+    path = Path(path)
+    columns = list(dict.fromkeys(columns))
+    with reading(path, fmt):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+                yield batch.to_pandas()
+        elif fmt == "csv":
+            with pd.read_csv(path, encoding="utf-8", usecols=columns, chunksize=batch_rows) as chunks:
+                yield from chunks
+        else:
+            with pd.read_json(path, lines=True, encoding="utf-8", chunksize=batch_rows) as chunks:
+                for chunk in chunks:
+                    missing = [c for c in columns if c not in chunk.columns]
+                    if missing:  # JSON lines name their keys per line; a key may be absent from a whole chunk
+                        chunk = chunk.assign(**{c: None for c in missing})
+                    yield chunk[columns]
+
+
+def available_columns(path: str | Path, fmt: str) -> list[str]:
+    """Column names of the file without reading its data (JSON lines: the keys of its first line)."""
+    path = Path(path)
+    cols = _available_columns(path, fmt)
+    if cols is not None:
+        return cols
+    with reading(path, fmt):
+        if fmt == "jsonl":
+            return list(pd.read_json(path, lines=True, encoding="utf-8", nrows=1).columns)
+    return list(read_table(path, fmt).columns)  # unreadable: its read names the problem
+
+
+def check_columns(available: list[str], columns: Mapping[str, str | None], path: str) -> None:
+    """Every role is known, every required role is mapped, and every mapped column is in the file."""
     unknown = set(columns) - set(ROLES)
     if unknown:
         raise DataError(f"unknown role(s) {sorted(unknown)} in data.columns; allowed: {list(ROLES)}")
-    if len(raw) == 0:
-        raise DataError("the table has no rows", path=path)
-
-    out = pd.DataFrame({"source_row": np.arange(len(raw))})
     for role in ROLES:
         col = columns.get(role)
         if col is None:
             if role in REQUIRED_ROLES:
                 raise DataError(f"no column is mapped to the required role '{role}'", path=path,
                                 hint=f"set data.columns.{role}=COLUMN")
-            continue
-        if col not in raw.columns:
-            raise DataError(f"missing column '{col}' (role '{role}'); the file has {list(map(str, raw.columns))}",
+        elif col not in available:
+            raise DataError(f"missing column '{col}' (role '{role}'); the file has {list(map(str, available))}",
                             path=path, column=col,
                             hint=(f"set data.columns.{role}= to the right column name"
                                   + ("" if role in REQUIRED_ROLES else f", or data.columns.{role}=null if the file has none")))
-        out[role] = raw[col].to_numpy()
+
+
+def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str = "<table>",
+             on_invalid: str = "raise", require_evidence: bool = False,
+             drops: DropLog | None = None, source_rows: np.ndarray | None = None,
+             allow_empty: bool = False) -> pd.DataFrame:
+    """Map columns to roles and check every arm. Returns the canonical table.
+
+    ``source_rows``: the file row of each row of ``raw`` when it is a part of the file (errors and
+    ``source_row`` then name the file's rows); ``allow_empty``: a part may have no row left."""
+    if on_invalid not in ("raise", "drop"):
+        raise DataError(f"data.on_invalid must be 'raise' or 'drop', got '{on_invalid}'")
+    drops = drops if drops is not None else DropLog()
+    check_columns(list(raw.columns), columns, path)
+    if len(raw) == 0:
+        raise DataError("the table has no rows", path=path)
+
+    src = np.arange(len(raw)) if source_rows is None else np.asarray(source_rows, dtype=np.int64)
+    out = pd.DataFrame({"source_row": src})
+    for role in ROLES:
+        if columns.get(role) is not None:
+            out[role] = raw[columns[role]].to_numpy()
+
+    def _first_bad(mask: np.ndarray) -> int:
+        return int(src[np.flatnonzero(mask)[0]])
+
+    def _at(mask: np.ndarray) -> int:  # position in this table of the first bad row
+        return int(np.flatnonzero(mask)[0])
 
     bad_rows: dict[str, np.ndarray] = {}
 
@@ -138,7 +206,7 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
         if bad.any():
             row = _first_bad(bad)
             if on_invalid == "raise":
-                value = raw[columns[role]].iloc[row]
+                value = raw[columns[role]].iloc[_at(bad)]
                 value = value.item() if hasattr(value, "item") else value
                 raise DataError(f"{role} must be a non-negative integer below 2**53, got {value!r}",
                                 path=path, row=row, column=columns[role],
@@ -147,9 +215,9 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
         out[role] = np.where(bad, 0, values).astype(np.int64)
     over = out["clicks"].to_numpy() > out["impressions"].to_numpy()
     if over.any():
-        row = _first_bad(over)
+        row, at = _first_bad(over), _at(over)
         if on_invalid == "raise":
-            raise DataError(f"clicks ({int(out['clicks'].iloc[row])}) exceed impressions ({int(out['impressions'].iloc[row])})",
+            raise DataError(f"clicks ({int(out['clicks'].iloc[at])}) exceed impressions ({int(out['impressions'].iloc[at])})",
                             path=path, row=row, column=columns["clicks"],
                             hint="clicks must be a subset of impressions; fix the row or set data.on_invalid=drop")
         bad_rows["clicks above impressions"] = over
@@ -199,7 +267,7 @@ def validate(raw: pd.DataFrame, columns: Mapping[str, str | None], *, path: str 
             drops.add(rule, int((mask & keep).sum()))
             keep &= ~mask
         out = out[keep].reset_index(drop=True)
-        if len(out) == 0:
+        if len(out) == 0 and not allow_empty:
             raise DataError("no valid rows are left after dropping invalid ones", path=path,
                             hint=f"rows dropped per rule: {drops.as_dict()}")
     return out

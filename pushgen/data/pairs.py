@@ -36,21 +36,25 @@ def soft_label(c1, n1, c2, n2):
 def benjamini_hochberg(pvalues, q: float) -> np.ndarray:
     """Boolean mask of discoveries at false-discovery rate q."""
     p = np.asarray(pvalues, dtype=float)
+    return p <= benjamini_hochberg_cutoff(p, q)
+
+
+def benjamini_hochberg_cutoff(pvalues, q: float) -> float:
+    """The largest p-value that is a discovery at rate q (-inf: none). Every p-value at or below it is
+    one, ties included, so the cut-off alone applies the procedure to pairs read in parts."""
+    p = np.sort(np.asarray(pvalues, dtype=float))
     m = len(p)
-    if m == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort(p)
-    passed = p[order] <= q * np.arange(1, m + 1) / m
-    keep = np.zeros(m, dtype=bool)
-    if passed.any():
-        keep[order[: np.flatnonzero(passed).max() + 1]] = True
-    return keep
+    passed = np.flatnonzero(p <= q * np.arange(1, m + 1) / m) if m else np.zeros(0, dtype=int)
+    return float(p[passed.max()]) if len(passed) else float("-inf")
 
 
-def build_pairs(pooled: pd.DataFrame, *, weighting: str = "uniform", drops: DropLog | None = None) -> pd.DataFrame:
+def build_pairs(pooled: pd.DataFrame, *, weighting: str = "uniform", drops: DropLog | None = None,
+                normalise: bool = True) -> pd.DataFrame:
     """Every within-test pair of pooled texts. Columns: test_id, chosen, rejected (row positions in
     ``pooled``), their texts, CTRs and counts, ctr_diff >= 0, z, p_value, soft_label, weight.
-    Pairs whose CTRs are exactly equal have no preference and are dropped (counted)."""
+    Pairs whose CTRs are exactly equal have no preference and are dropped (counted). Weights are
+    divided by their mean over these pairs (``normalise=False``: raw, for a caller that sees the
+    pairs in parts and divides by the mean of all of them)."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"data.pairs.weighting must be one of {WEIGHTINGS}, got '{weighting}'")
     drops = drops if drops is not None else DropLog()
@@ -85,11 +89,11 @@ def build_pairs(pooled: pd.DataFrame, *, weighting: str = "uniform", drops: Drop
         "chosen_clicks": clk[chosen], "rejected_clicks": clk[rejected],
         "ctr_diff": ctr[chosen] - ctr[rejected], "z": z, "p_value": p, "soft_label": soft,
     })
-    pairs["weight"] = _weights(pairs, weighting)
+    pairs["weight"] = _weights(pairs, weighting, normalise)
     return pairs
 
 
-def _weights(pairs: pd.DataFrame, weighting: str) -> np.ndarray:
+def _weights(pairs: pd.DataFrame, weighting: str, normalise: bool = True) -> np.ndarray:
     if weighting == "uniform" or len(pairs) == 0:
         return np.ones(len(pairs))
     if weighting == "confidence":
@@ -99,6 +103,8 @@ def _weights(pairs: pd.DataFrame, weighting: str) -> np.ndarray:
         q2 = (pairs["rejected_clicks"] + 0.5) / (pairs["rejected_impressions"] + 1)
         var = q1 * (1 - q1) / pairs["chosen_impressions"] + q2 * (1 - q2) / pairs["rejected_impressions"]
         w = (1 / var).to_numpy()
+    if not normalise:
+        return w
     mean = w.mean()
     return w / mean if mean > 0 else np.ones(len(pairs))
 

@@ -70,7 +70,11 @@ def _keep_train_shard(pooled: pd.DataFrame, shard: Mapping, seed: int, drops: Dr
 
 
 def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> PreparedData:
-    """Run the data flow. ``whole_file_split='test'`` puts every test in that split (for eval.py)."""
+    """Run the data flow. ``whole_file_split='test'`` puts every test in that split (for eval.py).
+    With ``data.out_of_core.enabled`` the same flow runs bucket by bucket on disk (pushgen.data.stream)."""
+    ooc = _get(cfg, "out_of_core")
+    if ooc is not None and ooc.get("enabled", False):
+        return _prepare_out_of_core(cfg, seed, whole_file_split, ooc)
     drops = DropLog()
     arms, rows_read = load_arms(cfg, drops)
     pooled = pool_arms(arms)
@@ -117,3 +121,16 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
     }
     log.info("data: %s", stats)
     return PreparedData(pooled=pooled, pairs=pairs, drops=drops, stats=stats)
+
+
+def _prepare_out_of_core(cfg: Mapping, seed: int, whole_file_split: str | None, ooc: Mapping) -> PreparedData:
+    import tempfile
+
+    from pushgen.data.stream import load_prepared, prepare_out_of_core
+
+    if ooc.get("dir"):
+        prepare_out_of_core(cfg, seed, ooc["dir"], whole_file_split)
+        return load_prepared(ooc["dir"])
+    with tempfile.TemporaryDirectory(prefix="pushgen-prepare-") as tmp:
+        prepare_out_of_core(cfg, seed, tmp, whole_file_split)
+        return load_prepared(tmp)

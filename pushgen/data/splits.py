@@ -16,16 +16,21 @@ SPLITS = ("train", "val", "test")
 def leakage_groups(pooled: pd.DataFrame) -> pd.Series:
     """Group id per test: connected components of the graph linking tests through shared keys."""
     tests = pd.Index(pooled["test_id"].unique())
-    test_pos = tests.get_indexer(pooled["test_id"])
     ev_keys = np.array([normalise_key(e) for e in pooled["evidence"]], dtype=object)
-    # Node set: tests, then every distinct text key, then every distinct non-empty evidence key.
     text_codes, _ = pd.factorize(pooled["key"])
     ev_codes, _ = pd.factorize(pd.Series(ev_keys).where(ev_keys != "", None))
-    n_t, n_k = len(tests), text_codes.max() + 1
-    rows = [test_pos, test_pos[ev_codes >= 0]]
-    cols = [n_t + text_codes, n_t + n_k + ev_codes[ev_codes >= 0]]
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    n = n_t + n_k + max(ev_codes.max() + 1, 0)
+    return components(tests, tests.get_indexer(pooled["test_id"]), text_codes, ev_codes)
+
+
+def components(tests: pd.Index, test_pos: np.ndarray, text_codes: np.ndarray, ev_codes: np.ndarray) -> pd.Series:
+    """Connected components of tests linked through text codes and evidence codes (-1: no evidence),
+    one entry per text. Nodes are the tests first, so a group's id is fixed by the order of its
+    first test alone, whatever order the keys were coded in (the out-of-core path relies on it)."""
+    n_t, n_k = len(tests), int(text_codes.max()) + 1 if len(text_codes) else 0
+    has_ev = ev_codes >= 0
+    r = np.concatenate([test_pos, test_pos[has_ev]])
+    c = np.concatenate([n_t + text_codes, n_t + n_k + ev_codes[has_ev]])
+    n = n_t + n_k + max(int(ev_codes.max()) + 1 if len(ev_codes) else 0, 0)
     graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return pd.Series(labels[:n_t], index=tests, name="group")
@@ -33,9 +38,17 @@ def leakage_groups(pooled: pd.DataFrame) -> pd.Series:
 
 def assign_splits(pooled: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
     """Split name per test id, with fractions measured in tests. seed=0 is a seed like any other."""
+    check_fractions(val, test)
+    return sides_of_groups(leakage_groups(pooled), val, test, seed)
+
+
+def check_fractions(val: float, test: float) -> None:
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"data.split fractions must satisfy 0 <= val, test and val + test < 1; got val={val}, test={test}")
-    groups = leakage_groups(pooled)
+
+
+def sides_of_groups(groups: pd.Series, val: float, test: float, seed: int) -> pd.Series:
+    """Split name per test from its leakage group: groups shuffled with the seed fill test, val, train."""
     sizes = groups.value_counts()
     order = np.random.default_rng(seed).permutation(sizes.index.to_numpy())
     total = len(groups)
@@ -57,8 +70,10 @@ def train_shards(pooled: pd.DataFrame, count: int, seed: int) -> pd.Series:
     reward model trained on disjoint halves)."""
     if count < 2:
         raise ValueError(f"data.split.train_shard.count must be >= 2, got {count}")
-    train = pooled[pooled["split"] == "train"]
-    groups = leakage_groups(train)
+    return shards_of_groups(leakage_groups(pooled[pooled["split"] == "train"]), count, seed)
+
+
+def shards_of_groups(groups: pd.Series, count: int, seed: int) -> pd.Series:
     order = np.random.default_rng(seed).permutation(groups.unique())
     # Deal groups round-robin in a shuffled order: shards of about equal size, none of them favoured.
     shard_of_group = {g: i % count for i, g in enumerate(order)}

@@ -118,6 +118,14 @@ class SplitConfig:
     train_shard: Optional[TrainShard] = None
 
 
+@dataclass(kw_only=True)
+class OutOfCoreConfig:
+    enabled: bool = False
+    bucket_rows: int = bounded(1, default=200_000)
+    batch_rows: int = bounded(1, default=65_536)
+    dir: Optional[str] = None
+
+
 @register_group("data")
 @dataclass(kw_only=True)
 class DataConfig:
@@ -131,6 +139,7 @@ class DataConfig:
     srm: SrmConfig = field(default_factory=SrmConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    out_of_core: OutOfCoreConfig = field(default_factory=OutOfCoreConfig)
     batch_size: int = bounded(1, default=32)
     eval_batch_size: int = bounded(1, default=64)
     group_by_test: bool = True
@@ -412,6 +421,7 @@ class SftConfig:
     min_impressions: int = bounded(0, default=100)
     max_train_examples: Optional[int] = bounded(1, default=None)
     max_val_examples: Optional[int] = bounded(1, default=None)
+    category_balance: float = bounded(0.0, 1.0, default=0.0)
     batch_size: int = bounded(1, default=16)
     eval_batch_size: int = bounded(1, default=32)
     packing: PackingConfig = field(default_factory=PackingConfig)

@@ -1,0 +1,123 @@
+"""Out-of-core preparation (data.out_of_core): the same texts, pairs, splits and counts as prepare()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pushgen.data.errors import DataError
+from pushgen.data.pipeline import prepare
+from pushgen.data.stream import load_prepared, prepare_out_of_core
+from pushgen.data.synthetic import synthetic_ab_log
+
+UPWORTHY = {"test_id": "clickability_test_id", "text": "headline", "evidence": "lede", "impressions": "impressions",
+            "clicks": "clicks", "category": None, "time": "test_week", "image": "eyecatcher_id",
+            "first_place": "first_place"}
+
+
+def _log(n_tests=240, seed=3) -> pd.DataFrame:
+    """A synthetic log with every kind of work for the flow: rows shuffled (a test's arms are spread
+    over the file), an invalid row, a zero-impression text, an unbalanced test for the SRM check."""
+    df = synthetic_ab_log(n_tests, seed=seed)
+    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    df.loc[5, "clicks"] = df.loc[5, "impressions"] + 1           # invalid: dropped with on_invalid=drop
+    unseen = df["clickability_test_id"] == df.loc[9, "clickability_test_id"]
+    df.loc[unseen, ["impressions", "clicks"]] = 0                # a test nobody saw (it passes SRM: p = 1)
+    first = df["clickability_test_id"] == df.loc[20, "clickability_test_id"]
+    df.loc[first, "impressions"] = np.arange(first.sum()) * 5000 + 100   # fails the SRM check
+    return df
+
+
+def _cfg(path, **over) -> dict:
+    cfg = {"path": str(path), "format": "auto", "columns": dict(UPWORTHY), "on_invalid": "drop",
+           "require_evidence": False, "exclude_time": {"start": 201420, "end": 201424},
+           "srm": {"enabled": True, "alpha": 0.001},
+           "pairs": {"min_impressions": 100, "max_pvalue": 0.9, "fdr_q": 0.6, "filter_eval": True,
+                     "weighting": "confidence"},
+           "split": {"val": 0.1, "test": 0.1, "seed": 0, "train_shard": {"index": 1, "count": 2}}}
+    cfg.update(over)
+    return cfg
+
+
+def _pairs_by_key(prep) -> pd.DataFrame:
+    key = prep.pooled["test_id"] + "|" + prep.pooled["key"]
+    p = prep.pairs
+    out = pd.DataFrame({"chosen": key.to_numpy()[p["chosen"]], "rejected": key.to_numpy()[p["rejected"]],
+                        "split": p["split"], "p_value": p["p_value"], "weight": p["weight"],
+                        "chosen_text": p["chosen_text"], "soft_label": p["soft_label"]})
+    return out.sort_values(["chosen", "rejected"]).reset_index(drop=True)
+
+
+def _same(a, b) -> None:
+    cols = ["test_id", "key", "text", "evidence", "impressions", "clicks", "n_arms", "source_rows", "split", "ctr", "time"]
+    pa_, pb = (x.pooled[cols].sort_values(["test_id", "key"]).reset_index(drop=True) for x in (a, b))
+    pd.testing.assert_frame_equal(pa_, pb)
+    qa, qb = _pairs_by_key(a), _pairs_by_key(b)
+    pd.testing.assert_frame_equal(qa.drop(columns="weight"), qb.drop(columns="weight"))
+    np.testing.assert_allclose(qa["weight"], qb["weight"], rtol=1e-12)
+    sa, sb = dict(a.stats), dict(b.stats)
+    sb.pop("out_of_core")
+    assert sa.pop("dropped") == sb.pop("dropped")
+    assert sa == sb
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_out_of_core_equals_in_memory(tmp_path, suffix):
+    path = tmp_path / f"log{suffix}"
+    df = _log()
+    df.to_parquet(path) if suffix == ".parquet" else df.to_csv(path, index=False)
+    cfg = _cfg(path)
+    mem = prepare(cfg, seed=0)
+    # Every rule had work to do, so the comparison covers it.
+    dropped = mem.stats["dropped"]
+    assert dropped["clicks above impressions (rows)"] == 1 and dropped["text with 0 impressions (no CTR) (texts)"] >= 1
+    assert dropped["sample-ratio mismatch (chi-square p < 0.001) (tests)"] >= 1
+    assert dropped["training test outside train_shard 1/2 (tests)"] > 10
+    assert any(k.startswith("not a Benjamini-Hochberg") and v > 0 for k, v in dropped.items())
+    assert set(mem.pairs["split"]) == {"train", "val", "test"}
+
+    stats = prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / "ooc", bucket_rows=97, batch_rows=50)
+    assert stats["out_of_core"]["buckets"] >= 9
+    ooc = load_prepared(tmp_path / "ooc")
+    _same(mem, ooc)
+    # What the bucket files held is gone; what is left is the result.
+    assert sorted(p.name for p in (tmp_path / "ooc").iterdir()) == ["pairs.parquet", "pooled.parquet", "prepared.json"]
+
+
+def test_out_of_core_through_prepare_whole_file_and_one_bucket(tmp_path):
+    path = tmp_path / "log.parquet"
+    _log(80, seed=5).to_parquet(path)
+    cfg = _cfg(path, split={"val": 0.2, "test": 0.2})
+    for whole in (None, "test"):
+        mem = prepare(cfg, seed=1, whole_file_split=whole)
+        via = prepare({**cfg, "out_of_core": {"enabled": True, "bucket_rows": 10_000, "dir": None}}, seed=1,
+                      whole_file_split=whole)
+        _same(mem, via)
+    assert set(via.pooled["split"]) == {"test"}
+
+
+def test_out_of_core_names_the_file_row_of_a_bad_arm(tmp_path):
+    path = tmp_path / "log.parquet"
+    df = _log(60)
+    df.to_parquet(path)
+    bad = df.copy()
+    bad.loc[37, "clicks"] = bad.loc[37, "impressions"] + 3
+    bad.to_parquet(path)
+    cfg = _cfg(path, on_invalid="raise")
+    cfg_clean = dict(cfg)
+    with pytest.raises(DataError, match="row 5"):  # the first bad row of the file (row 5 from _log)
+        prepare(cfg_clean, seed=0)
+    with pytest.raises(DataError, match=r"row (5|37)\b"):
+        prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / "ooc", bucket_rows=20, batch_rows=16)
+    with pytest.raises(DataError, match="no finished out-of-core preparation"):
+        load_prepared(tmp_path / "ooc")
+    with pytest.raises(DataError, match="missing column 'lede'"):
+        prepare_out_of_core(_cfg(path, columns={**UPWORTHY, "evidence": "lede"}) | {"path": str(_without(tmp_path, df))},
+                            seed=0, out_dir=tmp_path / "ooc2")
+
+
+def _without(tmp_path, df):
+    path = tmp_path / "nolede.parquet"
+    df.drop(columns="lede").to_parquet(path)
+    return path
