@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -156,7 +157,7 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
         cfg = compose(config_name="sft", overrides=[
             "backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false", "sft.optim.lr=5e-3", "sft.batch_size=4",
             "sft.n_samples=3", "sft.sampling.max_new_tokens=6", "trainer.max_epochs=4", "trainer.val_check_interval=1.0",
-            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0"])
+            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0", "sft.category_balance=1.0"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
@@ -177,6 +178,22 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
     assert (out / "generator" / "pushgen_generator.json").exists() and (out / "plots" / "loss_curves.png").exists()
     model, builder = load_generator(out / "generator")
     assert builder.use_category and builder.kind == "plain"
+
+    # Controllability of the run's generator: every number follows from the generations it writes.
+    from pushgen.evaluation.controllability import measure
+    res = measure(out, n_items=3, split="test", none_samples=2)
+    folder = Path(res["out_dir"])
+    gen = pd.read_csv(folder / "generations.csv", keep_default_na=False)
+    none = pd.read_csv(folder / "generations_no_category.csv", keep_default_na=False)
+    table = pd.read_csv(folder / "adherence.csv").set_index("category")
+    names = load_taxonomy(TAXONOMY).names
+    assert len(gen) == 3 * len(names) and len(none) == 3 * 2
+    for c in names:
+        part = gen[gen["requested"] == c]
+        assert table.loc[c, "adherence"] == pytest.approx((part["labeled"] == c).mean())
+        assert table.loc[c, "no_category_share"] == pytest.approx((none["labeled"] == c).mean())
+    assert res["overall_adherence"] == pytest.approx((gen["labeled"] == gen["requested"]).mean())
+    assert table.loc["overall", "no_category_share"] == pytest.approx(1 / len(names))
 
 
 def test_labels_come_from_the_labeler():
@@ -219,3 +236,22 @@ def test_category_balance_weights_and_loader_draw_every_category_equally():
                           pack=False, pack_tokens=64, seed=0)
     seen = sorted(int(t) for b in plain.train_dataloader() for t in b["input_ids"][:, 2])
     assert seen == list(range(3, 3 + len(examples)))
+
+
+def test_adherence_table_against_hand_counts():
+    from pushgen.evaluation.controllability import adherence_table, wilson
+
+    gen = pd.DataFrame({"requested": ["a"] * 4 + ["b"] * 2, "labeled": ["a", "a", "b", "a", "b", "a"]})
+    t = adherence_table(gen, none_labels=["a", "a", "a", "b"], human_labels=["a", "b", "b", "b"], names=["a", "b"],
+                        train_counts={"a": 10, "b": 2}).set_index("category")
+    assert t.loc["a", "adherence"] == 0.75 and t.loc["b", "adherence"] == 0.5
+    assert t.loc["a", "no_category_share"] == 0.75 and t.loc["b", "no_category_share"] == 0.25
+    assert t.loc["a", "human_share"] == 0.25 and t.loc["b", "human_share"] == 0.75
+    # Wilson 95% interval of 3/4 (published value: 0.3006 to 0.9544).
+    assert (t.loc["a", "adherence_lo"], t.loc["a", "adherence_hi"]) == pytest.approx((0.30064, 0.95441), abs=1e-4)
+    # 3/4 vs 3/4: z = 0; 1/2 vs 1/4: pooled 1/3, se 0.40825, z 0.61237 -> one-sided p 0.27014.
+    assert t.loc["a", "p_above_no_category"] == pytest.approx(0.5)
+    assert t.loc["b", "p_above_no_category"] == pytest.approx(0.27014, abs=1e-4)
+    assert t.loc["overall", "adherence"] == pytest.approx(4 / 6) and t.loc["overall", "no_category_share"] == 0.5
+    assert t.loc["overall", "train_examples"] == 12 and t.loc["overall", "n"] == 6
+    assert all(np.isnan(wilson(0, 0)))

@@ -1,7 +1,7 @@
 """Does the category in the prompt steer the style? Adherence of a trained generator, measured.
 
     python -m pushgen.evaluation.controllability run_dir=logs/sft/runs/<run> [n_items=48] [split=test]
-        [seed=0] [ablation_run_dir=<run trained with prompt.category=none>] [threads=2]
+        [seed=0] [none_samples=8] [ablation_run_dir=<run trained with prompt.category=none>] [threads=2]
 
 For held-out items (the run's data and seed give the same split as the reward model; default: the
 test split) the generator writes one notification per requested category. Each output is labeled by
@@ -9,8 +9,12 @@ the run's labeler. Per category:
 
 - adherence: share of outputs asked for category c that the labeler puts in c;
 - no-category share: share of outputs of c when the prompt names no category (the same generator
-  with ``prompt.category=none``, or the model of ``ablation_run_dir`` trained without categories);
-- human share: share of c among the human headlines of the same items (all arms).
+  with ``prompt.category=none``, or the model of ``ablation_run_dir`` trained without categories),
+  from ``none_samples`` outputs per item (default: one per category, so the base rate rests on as
+  many outputs as all the requested categories together);
+- human share: share of c among the human headlines of the same items (all arms);
+- a Wilson 95% interval of the adherence, and the one-sided p-value of a two-proportion z-test
+  that adherence exceeds the no-category share.
 
 Adherence above both shares means the prompt's category, not the item or the data's base rate,
 decides the style. Results go to ``<run_dir>/controllability/<timestamp>/`` as CSV and markdown.
@@ -23,11 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from scipy import stats
 
 from pushgen.categories.labelers import build_labeler
 from pushgen.categories.taxonomy import load_taxonomy
+from pushgen.data.pairs import two_proportion_z
 from pushgen.data.pipeline import prepare
 from pushgen.data.sft import sft_rows
 from pushgen.models.sampling import generate_texts
@@ -48,28 +55,54 @@ def held_out_items(run_cfg, split: str, n_items: int) -> tuple[pd.DataFrame, pd.
     return items[["test_id", "evidence"]].reset_index(drop=True), humans
 
 
+def wilson(k: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95% by default); (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def above_p_value(k1: float, n1: float, k2: float, n2: float) -> float:
+    """One-sided p-value that proportion k1/n1 exceeds k2/n2 (pooled two-proportion z-test)."""
+    z, _ = two_proportion_z(k1, n1, k2, n2)
+    return float(stats.norm.sf(z))
+
+
 def adherence_table(gen: pd.DataFrame, none_labels: list[str], human_labels: list[str], names: list[str],
                     train_counts: dict[str, int]) -> pd.DataFrame:
     """One row per category, then an overall row (the mean over categories: every category is asked equally often)."""
-    none_share = pd.Series(none_labels).value_counts(normalize=True)
-    human_share = pd.Series(human_labels).value_counts(normalize=True)
+    none = pd.Series(none_labels, dtype=object)
+    n_none = len(none)
+    human_share = pd.Series(human_labels, dtype=object).value_counts(normalize=True)
     rows = []
     for c in names:
         part = gen[gen["requested"] == c]
+        hits, k_none = int((part["labeled"] == c).sum()), int((none == c).sum())
+        lo, hi = wilson(hits, len(part))
         rows.append({"category": c, "train_examples": int(train_counts.get(c, 0)), "n": len(part),
-                     "adherence": float((part["labeled"] == c).mean()) if len(part) else float("nan"),
-                     "no_category_share": float(none_share.get(c, 0.0)), "human_share": float(human_share.get(c, 0.0))})
+                     "adherence": hits / len(part) if len(part) else float("nan"), "adherence_lo": lo, "adherence_hi": hi,
+                     "no_category_share": k_none / n_none if n_none else float("nan"),
+                     "human_share": float(human_share.get(c, 0.0)),
+                     "p_above_no_category": above_p_value(hits, len(part), k_none, n_none) if len(part) and n_none else float("nan")})
     table = pd.DataFrame(rows)
-    overall = {"category": "overall", "train_examples": int(table["train_examples"].sum()), "n": int(table["n"].sum()),
-               "adherence": float((gen["labeled"] == gen["requested"]).mean()),
-               # Chance that an uncontrolled output matches a uniformly requested category: 1/K * sum of shares.
-               "no_category_share": float(table["no_category_share"].mean()),
-               "human_share": float(table["human_share"].mean())}
+    hits = int((gen["labeled"] == gen["requested"]).sum())
+    lo, hi = wilson(hits, len(gen))
+    # An uncontrolled output matches a uniformly requested category with chance 1/K * sum of shares
+    # = 1/K whatever the shares; the mean share is that chance, and the test compares with it.
+    base = float(table["no_category_share"].mean())
+    overall = {"category": "overall", "train_examples": int(table["train_examples"].sum()), "n": len(gen),
+               "adherence": hits / len(gen) if len(gen) else float("nan"), "adherence_lo": lo, "adherence_hi": hi,
+               "no_category_share": base, "human_share": float(table["human_share"].mean()),
+               "p_above_no_category": above_p_value(hits, len(gen), base * n_none, n_none) if len(gen) and n_none else float("nan")}
     return pd.concat([table, pd.DataFrame([overall])], ignore_index=True)
 
 
 def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: int = 0,
-            ablation_run_dir: str | Path | None = None, sampling: dict | None = None) -> dict:
+            ablation_run_dir: str | Path | None = None, sampling: dict | None = None,
+            none_samples: int | None = None) -> dict:
     run_dir = Path(run_dir)
     # The resolved copy every run writes (paths are absolute there; Hydra's own copy needs its resolvers).
     run_cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
@@ -97,7 +130,9 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     else:
         abl_model, abl_builder = model, load_generator(run_dir / "generator", {"category": "none"})[1]
         ablation = "the same generator prompted without a category"
-    none_out = generate_texts(abl_model, abl_builder, ev, [None] * len(ev), sampling, seed=seed)
+    reps = int(none_samples or len(taxonomy.names))
+    none_ev = [e for _ in range(reps) for e in ev]
+    none_out = generate_texts(abl_model, abl_builder, none_ev, [None] * len(none_ev), sampling, seed=seed)
     none_labels = labeler.label(none_out)
     human_labels = labeler.label(humans["text"].astype(str).tolist())
     train_counts = (_json(run_dir / "metrics.json").get("sft") or {}).get("categories_train", {})
@@ -106,12 +141,12 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     out = run_dir / "controllability" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=False)
     gen.to_csv(out / "generations.csv", index=False)
-    pd.DataFrame({"test_id": items["test_id"], "output": none_out, "labeled": none_labels}).to_csv(
+    pd.DataFrame({"test_id": list(items["test_id"]) * reps, "output": none_out, "labeled": none_labels}).to_csv(
         out / "generations_no_category.csv", index=False)
     write_atomic(out / "adherence.csv", table.to_csv(index=False))
     header = (f"Controllability of {run_dir.name}: {len(items)} held-out items ({split} split), "
               f"{len(taxonomy.names)} categories, labeler {run_cfg.labeler.get('kind', 'rules')}; "
-              f"no-category column: {ablation}.\n\n")
+              f"no-category column: {ablation}, {reps} outputs per item.\n\n")
     write_atomic(out / "adherence.md", header + markdown_table(table.round(3)))
     result = {"out_dir": str(out), "n_items": len(items), "split": split, "ablation": ablation,
               "overall_adherence": float(table.iloc[-1]["adherence"]), "seconds": round(time.time() - t0, 1),
@@ -132,8 +167,12 @@ def main(argv: list[str]) -> None:
     if "run_dir" not in args:
         raise SystemExit(__doc__)
     set_threads(int(args["threads"]) if "threads" in args else None)
+    unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads"}
+    if unknown:
+        raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
     measure(args["run_dir"], n_items=int(args.get("n_items", 48)), split=args.get("split", "test"),
-            seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"))
+            seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"),
+            none_samples=int(args["none_samples"]) if "none_samples" in args else None)
 
 
 if __name__ == "__main__":
