@@ -26,6 +26,7 @@ def _log(n_tests=240, seed=3) -> pd.DataFrame:
     df.loc[unseen, ["impressions", "clicks"]] = 0                # a test nobody saw (it passes SRM: p = 1)
     first = df["clickability_test_id"] == df.loc[20, "clickability_test_id"]
     df.loc[first, "impressions"] = np.arange(first.sum()) * 5000 + 100   # fails the SRM check
+    df.loc[first, "clicks"] = np.minimum(df.loc[first, "clicks"], df.loc[first, "impressions"])   # and nothing else
     return df
 
 

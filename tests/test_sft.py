@@ -180,7 +180,7 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
     assert builder.use_category and builder.kind == "plain"
 
     # Controllability of the run's generator: every number follows from the generations it writes.
-    from pushgen.evaluation.controllability import measure
+    from pushgen.evaluation.controllability import measure, relabel
     res = measure(out, n_items=3, split="test", none_samples=2)
     folder = Path(res["out_dir"])
     gen = pd.read_csv(folder / "generations.csv", keep_default_na=False)
@@ -194,6 +194,17 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
         assert table.loc[c, "no_category_share"] == pytest.approx((none["labeled"] == c).mean())
     assert res["overall_adherence"] == pytest.approx((gen["labeled"] == gen["requested"]).mean())
     assert table.loc["overall", "no_category_share"] == pytest.approx(1 / len(names))
+    # Cue rates: the requested category's rules fired (the rule labeler's scores), whatever the label.
+    labeler = build_labeler({"kind": "rules"}, load_taxonomy(TAXONOMY))
+    cues = labeler.scores(gen["output"].astype(str).tolist()) > 0
+    for k, c in enumerate(names):
+        assert table.loc[c, "cue_rate"] == pytest.approx(cues[(gen["requested"] == c).to_numpy(), k].mean())
+        assert table.loc[c, "cue_rate"] >= table.loc[c, "adherence"]     # a label needs its cue
+    # Relabelling the saved outputs gives the same table.
+    again = pd.DataFrame(relabel(folder)["table"]).set_index("category")
+    assert np.allclose(again.to_numpy(float), table.to_numpy(float), equal_nan=True)
+    with pytest.raises(FileNotFoundError, match="controllability/<timestamp>"):
+        relabel(out)
 
 
 def test_labels_come_from_the_labeler():
@@ -255,3 +266,11 @@ def test_adherence_table_against_hand_counts():
     assert t.loc["overall", "adherence"] == pytest.approx(4 / 6) and t.loc["overall", "no_category_share"] == 0.5
     assert t.loc["overall", "train_examples"] == 12 and t.loc["overall", "n"] == 6
     assert all(np.isnan(wilson(0, 0)))
+
+    # Cue rates by hand: rows of gen / none_labels x categories [a, b].
+    gen_cues = np.array([[1, 1], [1, 0], [0, 1], [1, 1], [1, 1], [0, 0]], dtype=bool)
+    none_cues = np.array([[1, 0], [1, 1], [0, 0], [0, 1]], dtype=bool)
+    t = adherence_table(gen, ["a", "a", "a", "b"], ["a"], ["a", "b"], {}, gen_cues, none_cues).set_index("category")
+    assert t.loc["a", "cue_rate"] == 0.75 and t.loc["b", "cue_rate"] == 0.5      # rows 0-3 col a; rows 4-5 col b
+    assert t.loc["a", "no_category_cue_rate"] == 0.5 and t.loc["b", "no_category_cue_rate"] == 0.5
+    assert t.loc["overall", "cue_rate"] == 0.625

@@ -37,6 +37,18 @@ def test_synthetic_log_has_realistic_shapes_and_is_seeded():
         synthetic_ab_log(10, min_arms=1)
 
 
+def test_synthetic_texts_stay_apart_across_tests_at_scale():
+    # Shared texts link tests into leakage groups; a big log must not collapse into one giant group
+    # (the held-out splits would be left empty).
+    from pushgen.data.splits import leakage_groups
+    from pushgen.data.text import normalise_key
+
+    table = synthetic_ab_log(2400, seed=16).rename(columns={"clickability_test_id": "test_id", "headline": "text",
+                                                            "lede": "evidence"})
+    groups = leakage_groups(table.assign(key=table["text"].map(normalise_key)))
+    assert groups.value_counts().max() < 0.01 * 2400
+
+
 def test_synthetic_log_runs_through_the_upworthy_config(tmp_path):
     path = synthetic_main(["--tests", "200", "--out", str(tmp_path / "syn.parquet")])
     prepared = pipeline.prepare(_upworthy_cfg(path), seed=0)

@@ -41,8 +41,12 @@ def synthetic_ab_log(n_tests: int, seed: int = 0, min_arms: int = 2, max_arms: i
     pos = np.arange(total) - np.repeat(np.cumsum(n_arms) - n_arms, n_arms)   # arm's place in its test
 
     parts = [rng.integers(len(words), size=total) for words in (_SUBJECTS, _VERBS, _OBJECTS, _HOOKS)]
-    headline = np.array([f"{_SUBJECTS[a][0].upper()}{_SUBJECTS[a][1:]} {_VERBS[b]} {_OBJECTS[c]}. {_HOOKS[d]}".strip()
-                         for a, b, c, d in zip(*parts)], dtype=object)
+    # A year in every headline and lede keeps texts (nearly) unique across tests, as in a real log:
+    # without it, thousands of tests drawn from a few thousand word combinations share texts and
+    # the leakage graph joins them into one component that no held-out split can take.
+    years = rng.integers(1900, 2026, size=total)
+    headline = np.array([f"{_SUBJECTS[a][0].upper()}{_SUBJECTS[a][1:]} {_VERBS[b]} {_OBJECTS[c]} in {y}. {_HOOKS[d]}".strip()
+                         for a, b, c, d, y in zip(*parts, years)], dtype=object)
     # Image variants: an arm repeats the text of an earlier arm of its test (resolved in arm order,
     # so a copy of a copy is the original text).
     variant = (pos > 0) & (rng.random(total) < image_variant_share)
@@ -52,8 +56,9 @@ def synthetic_ab_log(n_tests: int, seed: int = 0, min_arms: int = 2, max_arms: i
         headline[take] = headline[source[take]]
 
     ls, lv, lo, lt = (rng.integers(len(w), size=n_tests) for w in (_SUBJECTS, _VERBS, _OBJECTS, _LEDES))
-    ledes = np.array([_LEDES[t].format(s=_SUBJECTS[a], v=_VERBS[b], o=_OBJECTS[c]) for a, b, c, t in zip(ls, lv, lo, lt)],
-                     dtype=object)
+    lede_years = rng.integers(1900, 2026, size=n_tests)
+    ledes = np.array([_LEDES[t].format(s=_SUBJECTS[a], v=_VERBS[b], o=_OBJECTS[c]) + f" ({y})"
+                      for a, b, c, t, y in zip(ls, lv, lo, lt, lede_years)], dtype=object)
     base_imps = rng.lognormal(np.log(3300), 0.3, n_tests)
     base_ctr = np.clip(rng.lognormal(np.log(0.015), 0.5, n_tests), 0.002, 0.08)
     imps = np.maximum(rng.normal(base_imps[test], np.sqrt(base_imps[test])), 1).astype(np.int64)  # balanced: passes SRM

@@ -2,6 +2,7 @@
 
     python -m pushgen.evaluation.controllability run_dir=logs/sft/runs/<run> [n_items=48] [split=test]
         [seed=0] [none_samples=8] [ablation_run_dir=<run trained with prompt.category=none>] [threads=2]
+    python -m pushgen.evaluation.controllability out_dir=<run>/controllability/<timestamp>   # relabel saved outputs
 
 For held-out items (the run's data and seed give the same split as the reward model; default: the
 test split) the generator writes one notification per requested category. Each output is labeled by
@@ -15,6 +16,10 @@ the run's labeler. Per category:
 - human share: share of c among the human headlines of the same items (all arms);
 - a Wilson 95% interval of the adherence, and the one-sided p-value of a two-proportion z-test
   that adherence exceeds the no-category share.
+
+With the rule labeler, also the cue rate: the share of outputs asked for c that carry c's cue at
+all (one of its rules fired), against the same share without a category; a single label follows the
+priority order, so a style low in it (emotional, second_person) can be written and still lose the label.
 
 Adherence above both shares means the prompt's category, not the item or the data's base rate,
 decides the style. Results go to ``<run_dir>/controllability/<timestamp>/`` as CSV and markdown.
@@ -32,7 +37,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
-from pushgen.categories.labelers import build_labeler
+from pushgen.categories.labelers import RuleLabeler, build_labeler
 from pushgen.categories.taxonomy import load_taxonomy
 from pushgen.data.pairs import two_proportion_z
 from pushgen.data.pipeline import prepare
@@ -71,9 +76,25 @@ def above_p_value(k1: float, n1: float, k2: float, n2: float) -> float:
     return float(stats.norm.sf(z))
 
 
+def cue_matrix(labeler, texts: list[str]) -> np.ndarray | None:
+    """(texts x categories) bool: the text carries the category's own cue (one of its rules fired;
+    the fallback: none did), whatever the priority order then makes its single label. Rule labeler
+    only (a learned labeler has no cues): None otherwise."""
+    if not isinstance(labeler, RuleLabeler):
+        return None
+    return labeler.scores(texts) > 0
+
+
 def adherence_table(gen: pd.DataFrame, none_labels: list[str], human_labels: list[str], names: list[str],
-                    train_counts: dict[str, int]) -> pd.DataFrame:
-    """One row per category, then an overall row (the mean over categories: every category is asked equally often)."""
+                    train_counts: dict[str, int], gen_cues: np.ndarray | None = None,
+                    none_cues: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per category, then an overall row (the mean over categories: every category is asked equally often).
+
+    With cue matrices (``cue_matrix``; columns in ``names`` order, rows aligned with ``gen`` and the
+    no-category outputs) two more columns: ``cue_rate``, the share of outputs asked for c that carry
+    c's cue, and ``no_category_cue_rate``, the same share among outputs prompted without a category.
+    They separate "the generator did not write the style" from "it did, but a cue of a category
+    earlier in the labeler's priority order took the single label"."""
     none = pd.Series(none_labels, dtype=object)
     n_none = len(none)
     human_share = pd.Series(human_labels, dtype=object).value_counts(normalize=True)
@@ -87,6 +108,11 @@ def adherence_table(gen: pd.DataFrame, none_labels: list[str], human_labels: lis
                      "no_category_share": k_none / n_none if n_none else float("nan"),
                      "human_share": float(human_share.get(c, 0.0)),
                      "p_above_no_category": above_p_value(hits, len(part), k_none, n_none) if len(part) and n_none else float("nan")})
+        if gen_cues is not None and none_cues is not None:
+            k = names.index(c)
+            mask = (gen["requested"] == c).to_numpy()
+            rows[-1]["cue_rate"] = float(gen_cues[mask, k].mean()) if mask.any() else float("nan")
+            rows[-1]["no_category_cue_rate"] = float(none_cues[:, k].mean()) if n_none else float("nan")
     table = pd.DataFrame(rows)
     hits = int((gen["labeled"] == gen["requested"]).sum())
     lo, hi = wilson(hits, len(gen))
@@ -97,6 +123,9 @@ def adherence_table(gen: pd.DataFrame, none_labels: list[str], human_labels: lis
                "adherence": hits / len(gen) if len(gen) else float("nan"), "adherence_lo": lo, "adherence_hi": hi,
                "no_category_share": base, "human_share": float(table["human_share"].mean()),
                "p_above_no_category": above_p_value(hits, len(gen), base * n_none, n_none) if len(gen) and n_none else float("nan")}
+    if "cue_rate" in table:
+        overall["cue_rate"] = float(table["cue_rate"].mean())
+        overall["no_category_cue_rate"] = float(table["no_category_cue_rate"].mean())
     return pd.concat([table, pd.DataFrame([overall])], ignore_index=True)
 
 
@@ -107,7 +136,7 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     # The resolved copy every run writes (paths are absolute there; Hydra's own copy needs its resolvers).
     run_cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     taxonomy = load_taxonomy(OmegaConf.to_container(run_cfg.taxonomy, resolve=True))
-    labeler = build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)
+    build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)  # a bad labeler fails before generating
     items, humans = held_out_items(run_cfg, split, n_items)
     sampling = {**OmegaConf.to_container(run_cfg.sft.sampling, resolve=True), **(sampling or {})}
 
@@ -122,7 +151,6 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
         frames.append(pd.DataFrame({"test_id": items["test_id"], "requested": c, "output": outs}))
         log.info("generated %d for %s (%.0f s so far)", len(outs), c, time.time() - t0)
     gen = pd.concat(frames, ignore_index=True)
-    gen["labeled"] = labeler.label(gen["output"].tolist())
 
     if ablation_run_dir:
         abl_model, abl_builder = load_generator(Path(ablation_run_dir) / "generator")
@@ -133,27 +161,58 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     reps = int(none_samples or len(taxonomy.names))
     none_ev = [e for _ in range(reps) for e in ev]
     none_out = generate_texts(abl_model, abl_builder, none_ev, [None] * len(none_ev), sampling, seed=seed)
-    none_labels = labeler.label(none_out)
-    human_labels = labeler.label(humans["text"].astype(str).tolist())
-    train_counts = (_json(run_dir / "metrics.json").get("sft") or {}).get("categories_train", {})
-    table = adherence_table(gen, none_labels, human_labels, taxonomy.names, train_counts)
+    none = pd.DataFrame({"test_id": list(items["test_id"]) * reps, "output": none_out})
 
     out = run_dir / "controllability" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=False)
     gen.to_csv(out / "generations.csv", index=False)
-    pd.DataFrame({"test_id": list(items["test_id"]) * reps, "output": none_out, "labeled": none_labels}).to_csv(
-        out / "generations_no_category.csv", index=False)
+    none.to_csv(out / "generations_no_category.csv", index=False)
+    info = {"n_items": len(items), "split": split, "ablation": ablation, "none_samples": reps,
+            "generation_seconds": round(time.time() - t0, 1)}
+    write_json(out / "run_info.json", info)
+    return summarise(out, run_cfg, humans)
+
+
+def summarise(out: Path, run_cfg, humans: pd.DataFrame | None = None) -> dict:
+    """Label the generations saved in ``out`` with the run's labeler and write the adherence table
+    (``adherence.csv``/``.md``, ``metrics.json``, labels added to the generation CSVs). Rerunnable:
+    ``relabel`` calls it on an earlier folder, e.g. after the taxonomy or the table changed."""
+    taxonomy = load_taxonomy(OmegaConf.to_container(run_cfg.taxonomy, resolve=True))
+    labeler = build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)
+    info = _json(out / "run_info.json")
+    gen = pd.read_csv(out / "generations.csv", keep_default_na=False)
+    none = pd.read_csv(out / "generations_no_category.csv", keep_default_na=False)
+    if humans is None:
+        humans = held_out_items(run_cfg, info["split"], info["n_items"])[1]
+    outs, none_outs = gen["output"].astype(str).tolist(), none["output"].astype(str).tolist()
+    gen["labeled"], none["labeled"] = labeler.label(outs), labeler.label(none_outs)
+    human_labels = labeler.label(humans["text"].astype(str).tolist())
+    run_dir = out.parent.parent
+    train_counts = (_json(run_dir / "metrics.json").get("sft") or {}).get("categories_train", {})
+    table = adherence_table(gen, none["labeled"].tolist(), human_labels, taxonomy.names, train_counts,
+                            cue_matrix(labeler, outs), cue_matrix(labeler, none_outs))
+    gen.to_csv(out / "generations.csv", index=False)
+    none.to_csv(out / "generations_no_category.csv", index=False)
     write_atomic(out / "adherence.csv", table.to_csv(index=False))
-    header = (f"Controllability of {run_dir.name}: {len(items)} held-out items ({split} split), "
+    header = (f"Controllability of {run_dir.name}: {info['n_items']} held-out items ({info['split']} split), "
               f"{len(taxonomy.names)} categories, labeler {run_cfg.labeler.get('kind', 'rules')}; "
-              f"no-category column: {ablation}, {reps} outputs per item.\n\n")
+              f"no-category column: {info['ablation']}, {info['none_samples']} outputs per item.\n\n")
     write_atomic(out / "adherence.md", header + markdown_table(table.round(3)))
-    result = {"out_dir": str(out), "n_items": len(items), "split": split, "ablation": ablation,
-              "overall_adherence": float(table.iloc[-1]["adherence"]), "seconds": round(time.time() - t0, 1),
+    result = {"out_dir": str(out), **info, "overall_adherence": float(table.iloc[-1]["adherence"]),
               "table": table.to_dict(orient="records")}
     write_json(out / "metrics.json", result)
     print(header + markdown_table(table.round(3)))
     return result
+
+
+def relabel(out_dir: str | Path) -> dict:
+    """Recompute the table of an earlier measurement folder (``<run>/controllability/<timestamp>``) from its saved generations."""
+    out = Path(out_dir)
+    for name in ("generations.csv", "generations_no_category.csv", "run_info.json"):
+        if not (out / name).exists():
+            raise FileNotFoundError(f"{out / name} not found: out_dir must be a folder written by this "
+                                    "command (<sft run>/controllability/<timestamp>)")
+    return summarise(out, OmegaConf.load(out.parent.parent / "config_resolved.yaml"))
 
 
 def _json(path: Path) -> dict:
@@ -164,6 +223,9 @@ def _json(path: Path) -> dict:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     args = dict(a.split("=", 1) for a in argv if "=" in a)
+    if set(args) == {"out_dir"}:
+        relabel(args["out_dir"])
+        return
     if "run_dir" not in args:
         raise SystemExit(__doc__)
     set_threads(int(args["threads"]) if "threads" in args else None)
