@@ -274,3 +274,31 @@ def test_adherence_table_against_hand_counts():
     assert t.loc["a", "cue_rate"] == 0.75 and t.loc["b", "cue_rate"] == 0.5      # rows 0-3 col a; rows 4-5 col b
     assert t.loc["a", "no_category_cue_rate"] == 0.5 and t.loc["b", "no_category_cue_rate"] == 0.5
     assert t.loc["overall", "cue_rate"] == 0.625
+
+
+def test_guidance_amplifies_the_category_as_u_plus_g_times_c_minus_u():
+    module = _module()
+    model, builder = module.model.eval(), module.builder
+    ev, cats = ["a dog saves a child", "the mayor speaks at last"], ["question", "emotional"]
+    greedy = {"do_sample": False, "max_new_tokens": 1, "repetition_penalty": 1.0}
+    # g = 1 is plain generation.
+    assert generate_texts(model, builder, ev, cats, {**greedy, "guidance_scale": 1.0}) == \
+        generate_texts(model, builder, ev, cats, greedy)
+    g = 4.0
+    changed = 0
+    with torch.no_grad():
+        for e, c in zip(ev, cats):
+            cond = torch.log_softmax(model(torch.tensor([builder.prompt_ids(e, c)])).logits[0, -1], -1)
+            unc_ids = builder.unconditional_ids(e)
+            assert len(unc_ids) < len(builder.prompt_ids(e, c))          # the style line is gone
+            unc = torch.log_softmax(model(torch.tensor([unc_ids])).logits[0, -1], -1)
+            want = int(torch.argmax(unc + g * (cond - unc)))
+            changed += want != int(torch.argmax(cond))
+            got = generate_texts(model, builder, [e], [c], {**greedy, "guidance_scale": g})[0]
+            assert got == builder.decode_completion([want])
+    assert changed          # guidance picked another token than plain greedy decoding somewhere
+    # Batched (left-padded, prompts of different lengths) gives the same first tokens as one at a time.
+    batched = generate_texts(model, builder, ev, cats, {**greedy, "max_new_tokens": 4, "guidance_scale": g})
+    single = [generate_texts(model, builder, [e], [c], {**greedy, "max_new_tokens": 4, "guidance_scale": g})[0]
+              for e, c in zip(ev, cats)]
+    assert batched == single

@@ -166,6 +166,11 @@ class PromptBuilder:
         # every special token itself, so adding more would double the BOS.
         return self.tokenizer(text, add_special_tokens=self.kind == "plain")["input_ids"]
 
+    def unconditional_ids(self, evidence: str) -> list[int]:
+        """The same prompt without its style line: the unconditional branch of classifier-free guidance."""
+        text = self._render(self._cut_evidence(evidence, count=False), None, with_category=False)
+        return self.tokenizer(text, add_special_tokens=self.kind == "plain")["input_ids"]
+
     def target_ids(self, target: str) -> list[int]:
         """The completion's ids: the target text (cut to max_target_tokens) then the stop token."""
         text = str(target or "").strip()
@@ -220,9 +225,9 @@ class PromptBuilder:
             self.stats.evidence_truncated += 1
         return self.tokenizer.decode(ids[:limit], skip_special_tokens=True).strip()
 
-    def _user_text(self, evidence: str, category: str | None) -> str:
+    def _user_text(self, evidence: str, category: str | None, with_category: bool = True) -> str:
         lines = [self.cfg["instruction"]]
-        if self.use_category:
+        if self.use_category and with_category:
             if category is None:
                 raise ValueError("prompt.category=label needs a category for every prompt (got None); "
                                  "use prompt.category=none for prompts without one")
@@ -231,8 +236,8 @@ class PromptBuilder:
         lines.append(self.cfg["evidence_line"].format(evidence=evidence))
         return "\n".join(line for line in lines if line)
 
-    def _render(self, evidence: str, category: str | None) -> str:
-        user = self._user_text(evidence, category)
+    def _render(self, evidence: str, category: str | None, with_category: bool = True) -> str:
+        user = self._user_text(evidence, category, with_category)
         if self.kind == "plain":
             return f"{user}\n{self.cfg['plain_cue']}"
         return self.tokenizer.apply_chat_template(self._messages(user), tokenize=False, add_generation_prompt=True)

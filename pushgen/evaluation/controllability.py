@@ -2,6 +2,7 @@
 
     python -m pushgen.evaluation.controllability run_dir=logs/sft/runs/<run> [n_items=48] [split=test]
         [seed=0] [none_samples=8] [ablation_run_dir=<run trained with prompt.category=none>] [threads=2]
+        [guidance_scale=1.0]
     python -m pushgen.evaluation.controllability out_dir=<run>/controllability/<timestamp>   # relabel saved outputs
 
 For held-out items (the run's data and seed give the same split as the reward model; default: the
@@ -20,6 +21,9 @@ the run's labeler. Per category:
 With the rule labeler, also the cue rate: the share of outputs asked for c that carry c's cue at
 all (one of its rules fired), against the same share without a category; a single label follows the
 priority order, so a style low in it (emotional, second_person) can be written and still lose the label.
+
+``guidance_scale`` g > 1 generates the requested categories with classifier-free guidance on the
+category (``pushgen.models.sampling.generate_texts``); the no-category outputs need none.
 
 Adherence above both shares means the prompt's category, not the item or the data's base rate,
 decides the style. Results go to ``<run_dir>/controllability/<timestamp>/`` as CSV and markdown.
@@ -168,6 +172,7 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     gen.to_csv(out / "generations.csv", index=False)
     none.to_csv(out / "generations_no_category.csv", index=False)
     info = {"n_items": len(items), "split": split, "ablation": ablation, "none_samples": reps,
+            "guidance_scale": float(sampling.get("guidance_scale", 1.0)),
             "generation_seconds": round(time.time() - t0, 1)}
     write_json(out / "run_info.json", info)
     return summarise(out, run_cfg, humans)
@@ -196,7 +201,8 @@ def summarise(out: Path, run_cfg, humans: pd.DataFrame | None = None) -> dict:
     write_atomic(out / "adherence.csv", table.to_csv(index=False))
     header = (f"Controllability of {run_dir.name}: {info['n_items']} held-out items ({info['split']} split), "
               f"{len(taxonomy.names)} categories, labeler {run_cfg.labeler.get('kind', 'rules')}; "
-              f"no-category column: {info['ablation']}, {info['none_samples']} outputs per item.\n\n")
+              f"no-category column: {info['ablation']}, {info['none_samples']} outputs per item; "
+              f"guidance scale {info.get('guidance_scale', 1.0)}.\n\n")
     write_atomic(out / "adherence.md", header + markdown_table(table.round(3)))
     result = {"out_dir": str(out), **info, "overall_adherence": float(table.iloc[-1]["adherence"]),
               "table": table.to_dict(orient="records")}
@@ -229,12 +235,14 @@ def main(argv: list[str]) -> None:
     if "run_dir" not in args:
         raise SystemExit(__doc__)
     set_threads(int(args["threads"]) if "threads" in args else None)
-    unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads"}
+    unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads",
+                           "guidance_scale"}
     if unknown:
         raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
     measure(args["run_dir"], n_items=int(args.get("n_items", 48)), split=args.get("split", "test"),
             seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"),
-            none_samples=int(args["none_samples"]) if "none_samples" in args else None)
+            none_samples=int(args["none_samples"]) if "none_samples" in args else None,
+            sampling={"guidance_scale": float(args["guidance_scale"])} if "guidance_scale" in args else None)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import torch
 
+from pushgen.models.sampling import left_pad
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
@@ -51,21 +53,6 @@ class GenerationBackend(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[list[str]]:
         """For each prompt (token ids), ``n`` continuations (prompt not included), decoded to text."""
         ...
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask: every prompt ends at the last column, where generation continues.
-
-    Right padding would put pad tokens between a short prompt and its continuation."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"prompt {row} is empty: a decoder needs at least one token to continue")
-        ids[row, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p):] = 1
-    return ids, mask
 
 
 class HFBackend:

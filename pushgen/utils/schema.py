@@ -412,6 +412,7 @@ class SamplingConfig:
     max_new_tokens: int = bounded(1, default=32)
     repetition_penalty: float = bounded(0.0, default=1.1)
     batch_size: int = bounded(1, default=16)
+    guidance_scale: float = bounded(0.0, default=1.0)
 
 
 @register_group("sft")
