@@ -5,7 +5,7 @@ at reward.max_length; TRL receives them pre-tokenised, so it neither re-tokenise
 the same batch of 32 pairs, fp32, dynamic padding, AdamW with the same learning rate, warm-up +
 cosine schedule, weight decay and gradient clipping, the same dropout (TRL's default
 ``disable_dropout`` is turned off to match), no gradient checkpointing (TRL's default is on; it
-would only slow TRL down here), no evaluation, no checkpoints. Runs alternate A B A B ..., each a
+would only slow TRL down here), no evaluation, no checkpoints. Runs alternate A B, B A, A B ..., each a
 fresh trainer; the first step of each run is a warm-up and is not timed.
 
 pushgen runs its real training path (Lightning Trainer + RewardModule + PairDataModule with

@@ -68,6 +68,27 @@ def test_sampling_gives_n_reproducible_candidates(stories):
         HFBackend(model, tok, Sampling(do_sample=False), batch_size=4).generate(prompts, n=2, seed=0)
 
 
+@needs_stories
+def test_guided_generation_follows_u_plus_g_times_c_minus_u(stories):
+    model, tok = stories
+    prompts = [tok("Lily was sad. The dog")["input_ids"], tok("Tom was happy and the sun")["input_ids"]]
+    plain = [tok("The dog")["input_ids"], tok("the sun")["input_ids"]]
+    g = 3.0
+    guided = HFBackend(model, tok, Sampling(do_sample=False, max_new_tokens=1, guidance_scale=g), batch_size=8)
+    got = guided.generate(prompts, n=1, seed=0, unconditional=plain)
+    with torch.no_grad():
+        for p, u, out in zip(prompts, plain, got):
+            c = torch.log_softmax(model(torch.tensor([p])).logits[0, -1], -1)
+            un = torch.log_softmax(model(torch.tensor([u])).logits[0, -1], -1)
+            assert out[0] == tok.decode([int(torch.argmax(un + g * (c - un)))], skip_special_tokens=True)
+    # Sampling n per prompt: the guidance rows follow generate's expansion to prompts x n.
+    sampled = HFBackend(model, tok, Sampling(max_new_tokens=6, guidance_scale=g), batch_size=16)
+    outs = sampled.generate(prompts, n=3, seed=1, unconditional=plain)
+    assert [len(o) for o in outs] == [3, 3] and outs == sampled.generate(prompts, n=3, seed=1, unconditional=plain)
+    with pytest.raises(ValueError, match="unconditional prompt per prompt"):
+        sampled.generate(prompts, n=1, seed=0)
+
+
 def test_sampling_config_errors_name_the_key():
     with pytest.raises(ValueError, match="unknown keys \\['temp'\\]"):
         Sampling.from_cfg({"temp": 0.5})

@@ -33,6 +33,8 @@ class Sampling:
     top_k: int = 0  # 0: off
     max_new_tokens: int = 32
     repetition_penalty: float = 1.0
+    # Classifier-free guidance on the prompt's category (1: off); see pushgen.models.sampling.generate_texts.
+    guidance_scale: float = 1.0
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | None) -> "Sampling":
@@ -50,8 +52,10 @@ class Sampling:
 
 
 class GenerationBackend(Protocol):
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[list[str]]:
-        """For each prompt (token ids), ``n`` continuations (prompt not included), decoded to text."""
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 unconditional: Sequence[Sequence[int]] | None = None) -> list[list[str]]:
+        """For each prompt (token ids), ``n`` continuations (prompt not included), decoded to text.
+        ``unconditional``: per prompt, the ids of its guidance branch (used when guidance_scale != 1)."""
         ...
 
 
@@ -84,13 +88,20 @@ class HFBackend:
                                       repetition_penalty=s.repetition_penalty)
         if s.do_sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None)
+        if s.guidance_scale != 1.0:
+            kwargs.update(guidance_scale=s.guidance_scale)
         # A fresh config, so a checkpoint's own generation_config.json cannot change the sampling silently.
         return GenerationConfig(**kwargs)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[list[str]]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 unconditional: Sequence[Sequence[int]] | None = None) -> list[list[str]]:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        guided = self.sampling.guidance_scale != 1.0
+        if guided and (unconditional is None or len(unconditional) != len(prompts)):
+            raise ValueError("generation.sampling.guidance_scale != 1 needs an unconditional prompt per prompt "
+                             "(a generator prompted with a category; prompt=no_category has nothing to guide)")
         if not self.sampling.do_sample and n > 1:
             raise ValueError("greedy decoding (do_sample=false) gives the same text n times; use n=1 or sampling")
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -101,8 +112,14 @@ class HFBackend:
         for start in range(0, len(order), per_call):
             chunk = order[start:start + per_call]
             ids, mask = left_pad([prompts[i] for i in chunk], self.pad_id)
+            extra = {}
+            if guided:
+                # One guidance row per generated sequence (generate expands each prompt to its n samples).
+                neg, neg_mask = left_pad([unconditional[i] for i in chunk], self.pad_id)
+                extra = {"negative_prompt_ids": neg.repeat_interleave(n, 0).to(self.device),
+                         "negative_prompt_attention_mask": neg_mask.repeat_interleave(n, 0).to(self.device)}
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      generation_config=gen_cfg)
+                                      generation_config=gen_cfg, **extra)
             new = out[:, ids.shape[1]:].cpu()
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             for j, i in enumerate(chunk):
@@ -123,7 +140,11 @@ class VLLMBackend:
         self.stop_ids = list(stop_ids or [])
         self.llm = LLM(model=str(model_path), **engine_kwargs)
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int) -> list[list[str]]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
+                 unconditional: Sequence[Sequence[int]] | None = None) -> list[list[str]]:
+        if self.sampling.guidance_scale != 1.0:
+            raise ValueError("generation.sampling.guidance_scale is not supported by the vllm backend; use "
+                             "generation.backend.name=hf or guidance_scale=1")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -52,15 +52,18 @@ def held_out_items(pooled: pd.DataFrame, split: str = "test", limit: int | None 
 
 
 def generate_candidates(items: pd.DataFrame, categories: Sequence[str | None], prompt_fn: PromptFn,
-                        backend: GenerationBackend, n: int, seed: int = 0) -> pd.DataFrame:
-    """n raw candidates for every (item, category); category None is the no-category prompt."""
+                        backend: GenerationBackend, n: int, seed: int = 0,
+                        unconditional_fn: Callable[[str], Sequence[int]] | None = None) -> pd.DataFrame:
+    """n raw candidates for every (item, category); category None is the no-category prompt.
+    ``unconditional_fn(evidence)``: the guidance branch's prompt (classifier-free guidance), if any."""
     keys, prompts = [], []
     for item_id, evidence in zip(items["item_id"], items["evidence"]):
         for cat in categories:
             keys.append((item_id, NO_CATEGORY if cat is None else cat, evidence))
             prompts.append(list(prompt_fn(evidence, cat)))
+    unconditional = [list(unconditional_fn(ev)) for _, _, ev in keys] if unconditional_fn else None
     start = time.perf_counter()
-    outputs = backend.generate(prompts, n=n, seed=seed)
+    outputs = backend.generate(prompts, n=n, seed=seed, unconditional=unconditional)
     elapsed = time.perf_counter() - start
     rows = [{"item_id": item_id, "category": cat, "sample": j, "raw": raw, "evidence": ev}
             for (item_id, cat, ev), outs in zip(keys, outputs) for j, raw in enumerate(outs)]

@@ -175,7 +175,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     log.info("%d items from split %s, categories %s, n=%d each", len(items), cfg.held_out.split, categories,
              int(gen.n_per_category))
     raw = generate_candidates(items, categories, builder.prompt_ids, backend, n=int(gen.n_per_category),
-                              seed=int(cfg.seed))
+                              seed=int(cfg.seed), unconditional_fn=builder.unconditional_ids if builder.use_category else None)
     start = time.perf_counter()
     result = score_and_select(raw, humans, constraints, _scorer(reward, cfg.scoring),
                               _scorer(gold, cfg.scoring) if gold is not None else None,

@@ -290,6 +290,7 @@ class GenerationSamplingConfig:
     top_k: int = bounded(0, default=0)
     max_new_tokens: int = bounded(1, default=32)
     repetition_penalty: float = bounded(0.0, default=1.0)
+    guidance_scale: float = bounded(0.0, default=1.0)
 
 
 @dataclass(kw_only=True)
