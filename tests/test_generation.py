@@ -376,3 +376,24 @@ def test_a_generator_path_that_does_not_exist_is_named():
                             "generation": {"backend": {"name": "hf"}}, "prompt": {"category": "label"}})
     with pytest.raises(FileNotFoundError, match="generator.path: /nonexistent/gen does not exist"):
         _generator(cfg, None, Path("/tmp"))
+
+
+def test_an_sft_run_folder_as_generator_path_points_to_its_generator(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pushgen.tasks.generate import _generator
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "generator" / "pushgen_generator.json").write_text("{}")
+    cfg = OmegaConf.create({"generator": {"path": str(tmp_path), "dtype": "float32", "trust_remote_code": False},
+                            "generation": {"backend": {"name": "hf"}}, "prompt": {"category": "label"}})
+    with pytest.raises(FileNotFoundError, match="is an SFT run folder; give its generator/ subfolder"):
+        _generator(cfg, None, Path("/tmp"))
+
+
+def test_an_unloadable_backbone_is_a_user_error(monkeypatch):
+    from pushgen.models.factory import load_backbone
+    from pushgen.tasks.entry import USER_ERRORS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(USER_ERRORS, match="could not load backbone.name_or_path='does-not/exist' .the hub is offline"):
+        load_backbone({"source": "hf", "name_or_path": "does-not/exist", "kind": "auto"})

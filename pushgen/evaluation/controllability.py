@@ -228,21 +228,31 @@ def _json(path: Path) -> dict:
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    if set(args) == {"out_dir"}:
-        relabel(args["out_dir"])
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
         return
-    if "run_dir" not in args:
-        raise SystemExit(__doc__)
-    set_threads(int(args["threads"]) if "threads" in args else None)
-    unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads",
-                           "guidance_scale"}
-    if unknown:
-        raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
-    measure(args["run_dir"], n_items=int(args.get("n_items", 48)), split=args.get("split", "test"),
-            seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"),
-            none_samples=int(args["none_samples"]) if "none_samples" in args else None,
-            sampling={"guidance_scale": float(args["guidance_scale"])} if "guidance_scale" in args else None)
+    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    try:
+        if set(args) == {"out_dir"}:
+            relabel(args["out_dir"])
+            return
+        if "run_dir" not in args:
+            raise SystemExit(__doc__)
+        set_threads(int(args["threads"]) if "threads" in args else None)
+        unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads",
+                               "guidance_scale"}
+        if unknown:
+            raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
+        run_dir = Path(args["run_dir"])
+        if not (run_dir / "config_resolved.yaml").is_file() or not (run_dir / "generator").is_dir():
+            raise FileNotFoundError(f"run_dir={run_dir} is not a finished sft.py run folder (it needs "
+                                    "config_resolved.yaml and generator/; e.g. logs/sft/runs/<run> or <pipeline run>/sft)")
+        measure(run_dir, n_items=int(args.get("n_items", 48)), split=args.get("split", "test"),
+                seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"),
+                none_samples=int(args["none_samples"]) if "none_samples" in args else None,
+                sampling={"guidance_scale": float(args["guidance_scale"])} if "guidance_scale" in args else None)
+    except (FileNotFoundError, ValueError) as e:   # a user's mistake: say it once, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def render(metrics: dict, curve: pd.DataFrame, result: BestOfN, n_examples: int 
              + (f", gold reward model `{run['gold_reward_model']}`" if run.get("gold_reward_model") else "") + ".",
              f"{s['n_items']} held-out items (split `{run['split']}`), categories {', '.join(run['categories'])}, "
              f"{run['n_per_category']} samples each: {s['n_candidates']} candidates, generated in "
-             f"{_f(run['generation_seconds'], 1)} s ({_f(run['candidates_per_second'], 1)} candidates/s).", "",
+             f"{_f(run['generation_seconds'], 1)} s ({_f(run['candidates_per_second'], 1)} candidates/s)"
+             + (f", classifier-free guidance on the category at scale {run['guidance_scale']}"
+                if run.get("guidance_scale", 1.0) != 1.0 else "") + ".", "",
              "## Selection", ""]
     rows = [["replacement rate (selected >= best human text, proxy)", s["replacement_rate"]],
             ["mean lift over the human text that won its A/B test", s["lift_over_human"]],

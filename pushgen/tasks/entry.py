@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from pushgen.utils.config import print_config_tree
 from pushgen.utils.guard import check_run_dir, is_resuming
 from pushgen.utils.run import closing_loggers
-from pushgen.utils.schema import ConfigError, validate_config
+from pushgen.utils.schema import BackboneUnavailable, ConfigError, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ TASKS = {
 
 # Errors in what the user gave (config, data, paths, checkpoints): their message says what to do, so
 # it is logged once without a traceback. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, BackboneUnavailable)
 _depth = 0  # run_task calls run_task for pipeline stages; only the outermost call ends the process
 
 

@@ -120,6 +120,10 @@ def _generator(cfg: DictConfig, taxonomy, out: Path):
         # Not a folder and not shaped like a hub id (org/name): say so instead of a hub error.
         raise FileNotFoundError(f"generator.path: {g.path} does not exist; give an SFT run's generator/ folder "
                                 "(e.g. logs/sft/runs/<run>/generator) or a hub id like org/name")
+    if path.is_dir() and (path / "generator" / "pushgen_generator.json").is_file() \
+            and not (path / "pushgen_generator.json").is_file():
+        raise FileNotFoundError(f"generator.path: {path} is an SFT run folder; give its generator/ subfolder "
+                                f"(generator.path={path / 'generator'})")
     use_vllm = cfg.generation.backend.get("name", "hf") == "vllm"
     if (path / "pushgen_generator.json").is_file():
         from pushgen.modules.sft_module import load_generator as load_exported
@@ -156,6 +160,12 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     constraints = Constraints.from_cfg(to_plain(gen.constraints))
     taxonomy = load_taxonomy(cfg.taxonomy)
     labeler = build_labeler(cfg.labeler, taxonomy)
+    if sampling.guidance_scale != 1.0 and str(cfg.prompt.get("category", "label")) == "none":
+        raise ValueError("generation.sampling.guidance_scale guides towards the prompt's category, and "
+                         "prompt=no_category has none: set guidance_scale=1 or drop prompt=no_category")
+    if sampling.guidance_scale != 1.0 and cfg.generation.backend.get("name", "hf") == "vllm":
+        raise ValueError("generation.sampling.guidance_scale is not supported by the vllm backend; use "
+                         "generation.backend.name=hf or guidance_scale=1")
     if cfg.get("gold_reward_model") and Path(str(cfg.gold_reward_model)).resolve() == Path(str(cfg.reward_model)).resolve():
         raise ValueError(f"gold_reward_model is the same folder as reward_model ({cfg.reward_model}): a judge that "
                          "selected the candidates cannot check them; give a model trained on other tests "
@@ -190,7 +200,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                 "gold_reward_model": str(cfg.gold_reward_model) if gold is not None else None,
                 "split": str(cfg.held_out.split), "categories": [NO_CATEGORY if c is None else c for c in categories],
                 "n_per_category": int(gen.n_per_category), "backend": backend_cfg.get("name", "hf"),
-                "prompt_template": builder.kind,
+                "prompt_template": builder.kind, "guidance_scale": sampling.guidance_scale,
                 "generation_seconds": gen_seconds, "candidates_per_second": len(raw) / gen_seconds if gen_seconds else None,
                 "scoring_seconds": score_seconds, "prompts": builder.stats.as_dict()},
         "selection": sel_metrics,

@@ -36,6 +36,10 @@ LOSSES: dict[str, type] = {}         # loss.name -> dataclass
 ENTRIES: dict[str, type] = {}        # entry point (task) -> dataclass of its top-level keys
 
 
+class BackboneUnavailable(OSError):
+    """A backbone's files cannot be found or read (a bad path, or a hub id with the hub offline): a user error."""
+
+
 class ConfigError(ValueError):
     def __init__(self, problems: list[str], entry: str = "train"):
         self.problems = problems
