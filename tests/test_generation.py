@@ -397,3 +397,14 @@ def test_an_unloadable_backbone_is_a_user_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(USER_ERRORS, match="could not load backbone.name_or_path='does-not/exist' .the hub is offline"):
         load_backbone({"source": "hf", "name_or_path": "does-not/exist", "kind": "auto"})
+
+
+def test_guidance_is_refused_where_it_cannot_work():
+    from pushgen.generation.backends import check_guidance
+
+    check_guidance(Sampling(guidance_scale=1.0), "vllm", use_category=False)      # off: nothing to check
+    check_guidance(Sampling(guidance_scale=2.0), "hf", use_category=True)
+    with pytest.raises(ValueError, match="prompt=no_category has none"):
+        check_guidance(Sampling(guidance_scale=2.0), "hf", use_category=False)
+    with pytest.raises(ValueError, match="not supported by the vllm backend"):
+        check_guidance(Sampling(guidance_scale=2.0), "vllm", use_category=True)

@@ -140,7 +140,7 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     # The resolved copy every run writes (paths are absolute there; Hydra's own copy needs its resolvers).
     run_cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     taxonomy = load_taxonomy(OmegaConf.to_container(run_cfg.taxonomy, resolve=True))
-    build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)  # a bad labeler fails before generating
+    labeler = build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)  # fails before generating
     items, humans = held_out_items(run_cfg, split, n_items)
     sampling = {**OmegaConf.to_container(run_cfg.sft.sampling, resolve=True), **(sampling or {})}
 
@@ -175,15 +175,15 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
             "guidance_scale": float(sampling.get("guidance_scale", 1.0)),
             "generation_seconds": round(time.time() - t0, 1)}
     write_json(out / "run_info.json", info)
-    return summarise(out, run_cfg, humans)
+    return summarise(out, run_cfg, humans, labeler)
 
 
-def summarise(out: Path, run_cfg, humans: pd.DataFrame | None = None) -> dict:
+def summarise(out: Path, run_cfg, humans: pd.DataFrame | None = None, labeler=None) -> dict:
     """Label the generations saved in ``out`` with the run's labeler and write the adherence table
     (``adherence.csv``/``.md``, ``metrics.json``, labels added to the generation CSVs). Rerunnable:
     ``relabel`` calls it on an earlier folder, e.g. after the taxonomy or the table changed."""
     taxonomy = load_taxonomy(OmegaConf.to_container(run_cfg.taxonomy, resolve=True))
-    labeler = build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)
+    labeler = labeler or build_labeler(OmegaConf.to_container(run_cfg.labeler, resolve=True), taxonomy)
     info = _json(out / "run_info.json")
     gen = pd.read_csv(out / "generations.csv", keep_default_na=False)
     none = pd.read_csv(out / "generations_no_category.csv", keep_default_na=False)

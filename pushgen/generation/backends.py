@@ -51,6 +51,18 @@ class Sampling:
         return s
 
 
+def check_guidance(sampling: Sampling, backend: str, use_category: bool) -> None:
+    """Refuse classifier-free guidance where it cannot work, before any model is loaded."""
+    if sampling.guidance_scale == 1.0:
+        return
+    if not use_category:
+        raise ValueError("generation.sampling.guidance_scale guides towards the prompt's category, and "
+                         "prompt=no_category has none: set guidance_scale=1 or drop prompt=no_category")
+    if backend == "vllm":
+        raise ValueError("generation.sampling.guidance_scale is not supported by the vllm backend; use "
+                         "generation.backend.name=hf or guidance_scale=1")
+
+
 class GenerationBackend(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
                  unconditional: Sequence[Sequence[int]] | None = None) -> list[list[str]]:
@@ -142,9 +154,7 @@ class VLLMBackend:
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, seed: int,
                  unconditional: Sequence[Sequence[int]] | None = None) -> list[list[str]]:
-        if self.sampling.guidance_scale != 1.0:
-            raise ValueError("generation.sampling.guidance_scale is not supported by the vllm backend; use "
-                             "generation.backend.name=hf or guidance_scale=1")
+        check_guidance(self.sampling, "vllm", use_category=True)
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

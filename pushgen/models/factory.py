@@ -16,6 +16,14 @@ from pushgen.utils.schema import BackboneUnavailable
 
 log = logging.getLogger(__name__)
 
+
+def _unavailable(path: str, error: OSError) -> BackboneUnavailable:
+    """The user error for a backbone transformers cannot load, with a hint when the hub is offline."""
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
+    return BackboneUnavailable(f"could not load backbone.name_or_path={path!r}{hint}: {error}")
+
+
 SOURCES = ("hf", "minilm_pypi", "smollm2_pypi", "tiny")
 KINDS = ("auto", "encoder", "decoder")
 
@@ -224,9 +232,7 @@ def _load_hf(path: str, kind: str, dtype: torch.dtype, trust_remote_code: bool):
             path, config=config, dtype=dtype, trust_remote_code=trust_remote_code
         )
     except OSError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-        hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
-        raise BackboneUnavailable(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
+        raise _unavailable(path, e) from e
     if kind == "auto":
         kind = detect_kind(config)
     return model, tokenizer, kind
@@ -309,9 +315,7 @@ def load_causal_lm(cfg) -> Backbone:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-        hint = " (the hub is offline: use a local folder or a cached id)" if offline else ""
-        raise BackboneUnavailable(f"could not load backbone.name_or_path={path!r}{hint}: {e}") from e
+        raise _unavailable(path, e) from e
     finalize_tokenizer(tokenizer, "decoder", padding_side)
     source_cfg = {"source": source, "name_or_path": path if source == "hf" else None, "kind": "decoder",
                   "trust_remote_code": trust_remote_code, "dtype": str(dtype).removeprefix("torch."),

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pushgen.data.pipeline import prepare
 from pushgen.evaluation import generation_plots as gplots
-from pushgen.generation.backends import Sampling, build_backend, load_generator
+from pushgen.generation.backends import Sampling, build_backend, check_guidance, load_generator
 from pushgen.generation.constraints import KEPT, Constraints
 from pushgen.generation.diagnostics import best_of_n_curve
 from pushgen.generation.loop import generate_candidates, held_out_items, score_and_select
@@ -160,12 +160,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     constraints = Constraints.from_cfg(to_plain(gen.constraints))
     taxonomy = load_taxonomy(cfg.taxonomy)
     labeler = build_labeler(cfg.labeler, taxonomy)
-    if sampling.guidance_scale != 1.0 and str(cfg.prompt.get("category", "label")) == "none":
-        raise ValueError("generation.sampling.guidance_scale guides towards the prompt's category, and "
-                         "prompt=no_category has none: set guidance_scale=1 or drop prompt=no_category")
-    if sampling.guidance_scale != 1.0 and cfg.generation.backend.get("name", "hf") == "vllm":
-        raise ValueError("generation.sampling.guidance_scale is not supported by the vllm backend; use "
-                         "generation.backend.name=hf or guidance_scale=1")
+    check_guidance(sampling, str(gen.backend.get("name", "hf")), str(cfg.prompt.get("category", "label")) != "none")
     if cfg.get("gold_reward_model") and Path(str(cfg.gold_reward_model)).resolve() == Path(str(cfg.reward_model)).resolve():
         raise ValueError(f"gold_reward_model is the same folder as reward_model ({cfg.reward_model}): a judge that "
                          "selected the candidates cannot check them; give a model trained on other tests "
