@@ -8,6 +8,7 @@ import pytest
 
 from pushgen.data.errors import DataError
 from pushgen.data.pipeline import prepare
+from pushgen.data.splits import leakage_groups
 from pushgen.data.stream import load_prepared, prepare_out_of_core
 from pushgen.data.synthetic import synthetic_ab_log
 
@@ -18,8 +19,16 @@ UPWORTHY = {"test_id": "clickability_test_id", "text": "headline", "evidence": "
 
 def _log(n_tests=240, seed=3) -> pd.DataFrame:
     """A synthetic log with every kind of work for the flow: rows shuffled (a test's arms are spread
-    over the file), an invalid row, a zero-impression text, an unbalanced test for the SRM check."""
+    over the file), tests linked by a shared headline or lede (leakage groups of 2-4 tests), an
+    invalid row, a zero-impression text, an unbalanced test for the SRM check."""
     df = synthetic_ab_log(n_tests, seed=seed)
+    ids = df["clickability_test_id"].unique()
+    for i in range(0, min(len(ids) - 3, 60), 4):
+        a, b, c, d = (df.index[df["clickability_test_id"] == t] for t in ids[i:i + 4])
+        df.loc[b[0], "headline"] = df.loc[a[0], "headline"].upper()   # the same normalised key
+        if i % 8 == 0:
+            df.loc[c, "lede"] = df.loc[b[0], "lede"]                   # a chain a - b - c
+        df.loc[d, "lede"] = df.loc[d[0], "lede"] + " "                 # same group as itself only
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     df.loc[5, "clicks"] = df.loc[5, "impressions"] + 1           # invalid: dropped with on_invalid=drop
     unseen = df["clickability_test_id"] == df.loc[9, "clickability_test_id"]
@@ -77,6 +86,8 @@ def test_out_of_core_equals_in_memory(tmp_path, suffix):
     assert dropped["training test outside train_shard 1/2 (tests)"] > 10
     assert any(k.startswith("not a Benjamini-Hochberg") and v > 0 for k, v in dropped.items())
     assert set(mem.pairs["split"]) == {"train", "val", "test"}
+    sizes = leakage_groups(mem.pooled).value_counts()
+    assert (sizes == 2).sum() >= 3 and (sizes == 3).sum() >= 3   # the links were there to be found
 
     stats = prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / "ooc", bucket_rows=97, batch_rows=50)
     assert stats["out_of_core"]["buckets"] >= 9
@@ -122,3 +133,51 @@ def _without(tmp_path, df):
     path = tmp_path / "nolede.parquet"
     df.drop(columns="lede").to_parquet(path)
     return path
+
+
+@pytest.mark.parametrize("case", ["uniform", "tiny", "ties", "cluster", "nan", "none_pass", "empty"])
+def test_bh_cutoff_on_disk_equals_in_memory(tmp_path, case):
+    """The cut-off from sorted parts on disk is the in-memory one to the bit, whatever the shape."""
+    from pushgen.data.pairs import benjamini_hochberg_cutoff
+    from pushgen.data.stream import _bh_cutoff_on_disk
+
+    rng = np.random.default_rng(7)
+    p = {"uniform": rng.uniform(size=5000) ** 3,
+         "tiny": 10.0 ** -rng.uniform(0, 300, size=3000),                       # many decades
+         "ties": rng.choice([1e-4, 0.003, 0.02, 0.02, 0.5, 1.0], size=4000),
+         "cluster": np.r_[0.01 + 1e-9 * rng.uniform(size=3000), rng.uniform(size=500)],  # one narrow bin
+         "nan": np.r_[rng.uniform(size=2000) ** 4, [np.nan] * 50],
+         "none_pass": rng.uniform(0.5, 1.0, size=1000),
+         "empty": np.zeros(0)}[case]
+    files = []
+    for i, chunk in enumerate(np.array_split(rng.permutation(p), 7)):
+        files.append(tmp_path / f"p{i}.npy")
+        np.save(files[-1], np.sort(chunk))
+    for q in (0.01, 0.05, 0.3):
+        want = benjamini_hochberg_cutoff(p, q)
+        # shift 52: one bin per binade, so whole bins must be read back
+        for shift in (48, 52):
+            assert _bh_cutoff_on_disk(files, q, shift=shift) == want, (case, q, shift)
+    if case == "uniform":
+        assert benjamini_hochberg_cutoff(p, 0.05) > 0.01   # a case with many discoveries
+
+
+def test_out_of_core_peak_memory_does_not_grow_with_the_log(tmp_path):
+    """Python-heap peak for a log 4x as long, at the same bucket and batch size: what grows is a few
+    integers per test (~23 B per row here, at ~4 arms per test); the index of every text and pair
+    that the flow held before grew by ~49 B per row on these logs and ~170 B per row on bigger ones."""
+    import tracemalloc
+
+    peaks = {}
+    for n_tests in (400, 1600):
+        path = tmp_path / f"log{n_tests}.parquet"
+        synthetic_ab_log(n_tests, seed=1).to_parquet(path)
+        tracemalloc.start()
+        stats = prepare_out_of_core(_cfg(path), seed=0, out_dir=tmp_path / f"ooc{n_tests}", bucket_rows=400,
+                                    batch_rows=400)
+        peaks[n_tests] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        peaks[f"rows{n_tests}"] = stats["rows_read"]
+    grown = peaks[1600] - peaks[400]
+    assert peaks["rows1600"] > 3.5 * peaks["rows400"]
+    assert grown < 32 * (peaks["rows1600"] - peaks["rows400"]), peaks   # < 32 B per extra row

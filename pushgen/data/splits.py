@@ -49,19 +49,28 @@ def check_fractions(val: float, test: float) -> None:
 
 def sides_of_groups(groups: pd.Series, val: float, test: float, seed: int) -> pd.Series:
     """Split name per test from its leakage group: groups shuffled with the seed fill test, val, train."""
-    sizes = groups.value_counts()
+    codes = side_codes(groups.to_numpy(), val, test, seed)
+    return pd.Series(np.asarray(SPLITS, dtype=object)[codes[groups.to_numpy()]], index=groups.index, name="split")
+
+
+def side_codes(labels: np.ndarray, val: float, test: float, seed: int) -> np.ndarray:
+    """Side per group (an index into SPLITS) from one group label per test, labels 0..G-1 as
+    :func:`components` gives them. Integers only, so the out-of-core path can afford it for any log."""
+    sizes = pd.Series(labels).value_counts()
     order = np.random.default_rng(seed).permutation(sizes.index.to_numpy())
-    total = len(groups)
-    targets = {"test": test * total, "val": val * total}
-    side_of_group, filled = {}, {"test": 0, "val": 0}
+    count = np.bincount(labels)
+    total = len(labels)
+    targets = {2: test * total, 1: val * total}
+    filled = {2: 0, 1: 0}
+    codes = np.zeros(len(count), dtype=np.uint8)
     for g in order:
         # A group that would overshoot a side's target goes on to the next side, so one giant
         # component can never become the whole test set.
-        side = next((s for s in ("test", "val") if filled[s] + sizes[g] <= targets[s]), "train")
-        side_of_group[g] = side
-        if side != "train":
-            filled[side] += sizes[g]
-    return groups.map(side_of_group).rename("split")
+        side = next((s for s in (2, 1) if filled[s] + count[g] <= targets[s]), 0)
+        codes[g] = side
+        if side:
+            filled[side] += count[g]
+    return codes
 
 
 def train_shards(pooled: pd.DataFrame, count: int, seed: int) -> pd.Series:
@@ -74,7 +83,13 @@ def train_shards(pooled: pd.DataFrame, count: int, seed: int) -> pd.Series:
 
 
 def shards_of_groups(groups: pd.Series, count: int, seed: int) -> pd.Series:
-    order = np.random.default_rng(seed).permutation(groups.unique())
+    return pd.Series(shard_codes(groups.to_numpy(), count, seed)[groups.to_numpy()], index=groups.index, name="shard")
+
+
+def shard_codes(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Shard per group, labels 0..G-1 in order of first appearance (as :func:`components` gives them)."""
+    order = np.random.default_rng(seed).permutation(pd.unique(labels))
     # Deal groups round-robin in a shuffled order: shards of about equal size, none of them favoured.
-    shard_of_group = {g: i % count for i, g in enumerate(order)}
-    return groups.map(shard_of_group).rename("shard")
+    shard = np.zeros(len(order), dtype=np.int64)
+    shard[order] = np.arange(len(order)) % count
+    return shard

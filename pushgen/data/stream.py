@@ -1,19 +1,22 @@
 """Out-of-core data preparation: the flow of :func:`pushgen.data.pipeline.prepare` for A/B logs that
-do not fit in memory (``data.out_of_core.enabled=true``). The arms and pairs stay on disk; memory
-holds one bucket of whole tests and a few numbers per text.
+do not fit in memory (``data.out_of_core.enabled=true``). The arms, texts, keys and pairs stay on
+disk; memory holds one bucket of whole tests and a few integers per test, nothing per text or pair.
 
 1. spill: the log is read in batches (mapped columns only) and its rows are dealt into buckets by a
    hash of the test id, so all arms of a test share a bucket. The number of buckets grows with the
    file (``bucket_rows`` rows each, on average), so a bucket's size does not;
 2. per bucket: validation, the time window, the sample-ratio check and pooling, the very functions
-   ``prepare`` runs, on whole tests; the pooled texts go to disk; memory keeps, per text, the row
-   of its test and two 64-bit hashes (of its text key and of its evidence key);
-3. split: the leakage graph on those hashes gives the same groups, hence the same sides and train
-   shards, as ``prepare`` for the same seed (tests are ordered by their first surviving row in the
-   file, which is the order ``prepare`` meets them in);
-4. per bucket again: pairs, their split and the pair filters (a Benjamini-Hochberg cut-off, when
-   ``data.pairs.fdr_q`` is set, from the p-values of all candidate pairs of a split), written to
-   ``pairs.parquet``; ``chosen`` and ``rejected`` are row positions in ``pooled.parquet``.
+   ``prepare`` runs, on whole tests; the pooled texts go to disk, and so does each text's (key hash,
+   test) and (evidence hash, test), dealt into partition files by the hash; memory keeps the first
+   file row of each test;
+3. split: each partition holds every test of its keys, so it alone yields the links between tests
+   that share a key; the tests and those links give the same leakage groups, hence the same sides
+   and train shards, as ``prepare`` for the same seed (tests are ranked by their first surviving
+   row in the file, which is the order ``prepare`` meets them in);
+4. per bucket again: pairs, their split and the pair filters, written to ``pairs.parquet``;
+   ``chosen`` and ``rejected`` are row positions in ``pooled.parquet``. A Benjamini-Hochberg cut-off
+   (``data.pairs.fdr_q``) needs the p-values of all candidate pairs of a split: they are written
+   sorted per bucket and the cut-off is found from a histogram of them (:func:`_bh_cutoff_on_disk`).
 
 The result is the same set of texts and pairs as ``prepare`` (tested), in bucket order.
 """
@@ -30,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms
 from pushgen.data.errors import DataError
 from pushgen.data.loading import DropLog, available_columns, check_columns, iter_table, resolve_format, validate
 from pushgen.data.pairs import benjamini_hochberg_cutoff, build_pairs, filter_pairs
-from pushgen.data.splits import SPLITS, check_fractions, components, shards_of_groups, sides_of_groups
+from pushgen.data.splits import SPLITS, check_fractions, shard_codes, side_codes
 from pushgen.data.text import normalise_key
 
 log = logging.getLogger(__name__)
@@ -122,20 +127,87 @@ def pooled_bucket(raw: pd.DataFrame, cfg: Mapping, path: str, drops: DropLog) ->
     return pooled, len(arms)
 
 
-def _codes(hashes: np.ndarray, none: np.uint64 | None = None) -> np.ndarray:
-    codes, _ = pd.factorize(hashes)
-    if none is not None:
-        codes = np.where(hashes == none, -1, codes)
-    return codes
+SIDES = (*SPLITS, "unused")  # side codes: an index into this tuple
+LINK = np.dtype([("key", np.uint64), ("test", np.int64)])
 
 
-def _groups(test_ids: np.ndarray, text_test: np.ndarray, key_hash: np.ndarray, ev_hash: np.ndarray,
-            first_row: np.ndarray) -> pd.Series:
-    """Leakage group per test from the compact arrays, tests in the order of their first row."""
-    order = np.argsort(first_row, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return components(pd.Index(test_ids[order]), rank[text_test], _codes(key_hash), _codes(ev_hash, np.uint64(0)))
+def _test_positions(pooled: pd.DataFrame) -> np.ndarray:
+    """Each text's test as 0..n-1 within its bucket (sorted test ids: the same on every read)."""
+    return np.unique(pooled["test_id"].to_numpy(dtype=object), return_inverse=True)[1].reshape(-1)
+
+
+def _deal_links(kind: str, hashes: np.ndarray, tests: np.ndarray, n_parts: int, tmp: Path) -> None:
+    """Append (key hash, test) records to partition files by key hash, so that every test holding a
+    key meets in one partition, which alone is read when the links are made."""
+    records = np.empty(len(hashes), dtype=LINK)
+    records["key"], records["test"] = hashes, tests
+    part = hashes % np.uint64(n_parts)
+    for p, idx in pd.Series(np.arange(len(part))).groupby(part).indices.items():
+        with open(tmp / f"{kind}{int(p):05d}.bin", "ab") as fh:
+            fh.write(records[idx].tobytes())
+
+
+def _links(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(test, test) edges that join every test holding a key of one partition to the first such test."""
+    rec = np.unique(np.fromfile(file, dtype=LINK))       # sorted by key, then test; duplicates gone
+    first = np.r_[True, rec["key"][1:] != rec["key"][:-1]]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(rec)), 0))
+    return rec["test"][head[~first]], rec["test"][~first]
+
+
+def _leakage_labels(tmp: Path, rank: np.ndarray) -> np.ndarray:
+    """Leakage group per test in rank order, numbered like :func:`components` numbers them (by the
+    group's first test), from the links in the partition files; memory holds the tests and the
+    links between different tests, never the keys of the whole log."""
+    left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for file in sorted(tmp.glob("key*.bin")) + sorted(tmp.glob("evidence*.bin")):
+        a, b = _links(file)
+        left.append(rank[a])
+        right.append(rank[b])
+        file.unlink()
+    a, b, n = np.concatenate(left), np.concatenate(right), len(rank)
+    _, labels = connected_components(coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)), directed=False)
+    return labels
+
+
+def _bh_cutoff_on_disk(files: list[Path], q: float, shift: int = 48) -> float:
+    """:func:`benjamini_hochberg_cutoff` of the p-values in ``files`` (each a sorted ``.npy``) without
+    holding them all: a histogram over the top bits of the values (non-negative floats sort like
+    their bits: bins on a log-like scale) finds the bin where the BH line is crossed last; only a bin
+    the histogram cannot decide is read back. Exact: the same float comparisons as in memory."""
+    parts = [np.load(f, mmap_mode="r") for f in files]
+    m = sum(len(p) for p in parts)
+    tops = [p[np.searchsorted(p, np.inf, side="right") - 1] for p in parts
+            if np.searchsorted(p, np.inf, side="right") > 0]   # NaNs sort last and never pass
+    if not tops:
+        return float("-inf")
+    n_bins = int(np.float64(max(tops)).view(np.uint64) >> np.uint64(shift)) + 1
+    count = np.zeros(n_bins, np.int64)
+    low, high = np.full(n_bins, np.inf), np.full(n_bins, -np.inf)
+    for p in parts:
+        for start in range(0, len(p), 1 << 20):
+            chunk = np.asarray(p[start:start + (1 << 20)])
+            chunk = chunk[~np.isnan(chunk)]
+            bins = (chunk.view(np.uint64) >> np.uint64(shift)).astype(np.int64)
+            count += np.bincount(bins, minlength=n_bins)
+            used, at = np.unique(bins, return_index=True)       # the chunk is sorted: a bin is one run
+            last = np.r_[at[1:] - 1, len(chunk) - 1]
+            low[used] = np.minimum(low[used], chunk[at])
+            high[used] = np.maximum(high[used], chunk[last])
+    cum = np.cumsum(count)
+    for j in np.flatnonzero(count)[::-1]:
+        first_i, last_i = cum[j] - count[j] + 1, cum[j]    # 1-based ranks of the bin's values
+        if low[j] > q * float(last_i) / m:
+            continue                                       # no value of the bin is a discovery
+        if high[j] <= q * float(first_i) / m:
+            return float(high[j])                          # every value is: the largest is the cut-off
+        lo_edge = np.uint64(j << shift).view(np.float64)
+        vals = np.sort(np.concatenate([p[np.searchsorted(p, lo_edge, "left"):np.searchsorted(p, high[j], "right")]
+                                       for p in parts]))
+        passed = np.flatnonzero(vals <= q * np.arange(first_i, last_i + 1) / m)
+        if len(passed):
+            return float(vals[passed.max()])
+    return float("-inf")
 
 
 def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file_split: str | None = None,
@@ -162,8 +234,8 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
         files, rows_read = spill(path, fmt, columns, n_buckets, batch_rows, tmp)
         if rows_read == 0:
             raise DataError("the table has no rows", path=str(path))
-        # 2. pool each bucket; keep a few numbers per text for the split.
-        tests, text_test, key_hash, ev_hash, test_first, n_arms = [], [], [], [], [], 0
+        # 2. pool each bucket; keep the first file row of each test; deal the texts' keys to disk.
+        test_first, test_start, n_tests, n_arms = [], {}, 0, 0
         for b, file in enumerate(files):
             raw = _read_frames(file)
             if raw is None:
@@ -176,30 +248,35 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
             n_arms += arms
             if pooled.empty:
                 continue
-            ids, pos = np.unique(pooled["test_id"].to_numpy(dtype=object), return_inverse=True)
-            text_test.append(pos + sum(len(t) for t in tests))
-            tests.append(ids)
+            pos = _test_positions(pooled)
+            test_start[b] = n_tests
             test_first.append(pooled.groupby(pos)["first_row"].min().to_numpy())
-            key_hash.append(_hash(pooled["key"]))
-            ev_keys = [normalise_key(e) for e in pooled["evidence"]]
-            ev_hash.append(np.where(np.array(ev_keys, dtype=object) == "", np.uint64(0), _hash(ev_keys)))
+            ev_keys = np.array([normalise_key(e) for e in pooled["evidence"]], dtype=object)
+            has_ev = ev_keys != ""
+            _deal_links("key", _hash(pooled["key"]), pos + n_tests, len(files), tmp)
+            _deal_links("evidence", _hash(ev_keys[has_ev]), pos[has_ev] + n_tests, len(files), tmp)
+            n_tests += int(pos.max()) + 1
             pooled.drop(columns="first_row").to_pickle(tmp / f"pooled{b:05d}.pkl")
-        if not tests:
+            del pooled  # before the next bucket is read: one bucket in memory at a time
+        if not test_first:
             raise DataError("no arms are left after the filters", path=str(path),
                             hint=f"dropped per rule: {drops.as_dict()}; relax data.exclude_time / data.srm")
-        test_ids, first_row = np.concatenate(tests), np.concatenate(test_first)
-        text_test, key_hash, ev_hash = np.concatenate(text_test), np.concatenate(key_hash), np.concatenate(ev_hash)
-        del tests, test_first
+        # Tests are ranked by their first surviving row in the file, the order prepare meets them in.
+        first_row = np.concatenate(test_first)
+        rank = np.empty(n_tests, dtype=np.int64)
+        rank[np.argsort(first_row, kind="stable")] = np.arange(n_tests)
+        del test_first, first_row
 
-        # 3. split (and train shard) per test, from the compact arrays.
+        # 3. split (and train shard) per test, in rank order: integers per test, nothing per text.
         split_cfg = _get(cfg, "split", {})
         if whole_file_split is not None:
-            side = pd.Series(whole_file_split, index=test_ids)
+            side = np.full(n_tests, SIDES.index(whole_file_split), dtype=np.uint8)
         else:
             val, test = float(_get(split_cfg, "val", 0.1)), float(_get(split_cfg, "test", 0.1))
             check_fractions(val, test)
             split_seed = int(_get(split_cfg, "seed", seed))
-            side = sides_of_groups(_groups(test_ids, text_test, key_hash, ev_hash, first_row), val, test, split_seed)
+            labels = _leakage_labels(tmp, rank)
+            side = side_codes(labels, val, test, split_seed)[labels]
             shard = _get(split_cfg, "train_shard")
             if shard is not None:
                 index, count = int(shard["index"]), int(shard["count"])
@@ -207,31 +284,28 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
                     raise ValueError(f"data.split.train_shard.index must be in [0, {count}), got {index}")
                 if count < 2:
                     raise ValueError(f"data.split.train_shard.count must be >= 2, got {count}")
-                is_train = (side.reindex(test_ids).to_numpy() == "train")
-                keep_text = is_train[text_test]
-                # Train tests renumbered 0..n-1 in their own order, as prepare sees the train subset.
-                new_pos = np.cumsum(is_train) - 1
-                groups = _groups(test_ids[is_train], new_pos[text_test[keep_text]], key_hash[keep_text],
-                                 ev_hash[keep_text], first_row[is_train])
-                shard_of = shards_of_groups(groups, count, split_seed)
-                other = shard_of.index[shard_of.to_numpy() != index]
+                train = np.flatnonzero(side == 0)
+                # The train tests' groups renumbered 0..n-1 in their own order, as prepare sees the train subset.
+                groups = pd.factorize(labels[train])[0]
+                other = train[shard_codes(groups, count, split_seed)[groups] != index]
                 drops.add(f"training test outside train_shard {index}/{count}", len(other), unit="tests")
-                side = side.copy()
-                side.loc[other] = "unused"
-        del text_test, key_hash, ev_hash
+                side[other] = SIDES.index("unused")
+            del labels
 
-        # 4. pairs per bucket, then the filters (a BH cut-off needs every candidate of its split first).
+        # 4. pairs per bucket, then the filters (a BH cut-off needs every candidate of its split first:
+        # their p-values wait on disk).
         pair_cfg = _get(cfg, "pairs", {})
         min_imp, max_p = int(_get(pair_cfg, "min_impressions", 0)), float(_get(pair_cfg, "max_pvalue", 1.0))
         fdr_q, filter_eval = _get(pair_cfg, "fdr_q"), bool(_get(pair_cfg, "filter_eval", False))
         bh_splits = [s for s in SPLITS if fdr_q is not None and (s == "train" or filter_eval)]
-        pvalues: dict[str, list[np.ndarray]] = {s: [] for s in bh_splits}
+        pvalues: dict[str, list[Path]] = {s: [] for s in bh_splits}
         pooled_writer, offset, n_texts, pair_files = None, 0, 0, []
         weight_sum, weight_n = 0.0, 0
         for file in sorted(tmp.glob("pooled*.pkl")):
             pooled = pd.read_pickle(file)
             file.unlink()
-            pooled["split"] = pooled["test_id"].map(side).to_numpy()
+            tests = rank[_test_positions(pooled) + test_start[int(file.stem[len("pooled"):])]]
+            pooled["split"] = np.asarray(SIDES, dtype=object)[side[tests]]
             part = DropLog(quiet=True)
             pairs = build_pairs(pooled, weighting=_get(pair_cfg, "weighting", "uniform"), drops=part, normalise=False)
             # prepare divides the weights by their mean over every pair built (all splits), before any filter.
@@ -245,8 +319,9 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
                 train_like = name == "train" or filter_eval
                 sub = filter_pairs(pairs[pairs["split"] == name], min_impressions=min_imp,
                                    max_pvalue=max_p if train_like else 1.0, drops=part, label=name)
-                if name in pvalues:
-                    pvalues[name].append(sub["p_value"].to_numpy())
+                if name in pvalues and len(sub):
+                    pvalues[name].append(tmp / f"p_{name}{len(pvalues[name]):05d}.npy")
+                    np.save(pvalues[name][-1], np.sort(sub["p_value"].to_numpy(dtype=float) + 0.0))  # no -0.0
                 kept.append(sub)
             drops.merge(part)
             pairs = pd.concat(kept, ignore_index=True)
@@ -260,10 +335,10 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
                 pair_file = tmp / f"pairs{len(pair_files):05d}.parquet"
                 pairs.to_parquet(pair_file, index=False)
                 pair_files.append(pair_file)
+            del pooled, pairs, kept, sub, table  # before the next bucket is read
         pooled_writer.close()
 
-        cutoff = {s: benjamini_hochberg_cutoff(np.concatenate(v) if v else np.zeros(0), float(fdr_q))
-                  for s, v in pvalues.items()}
+        cutoff = {s: _bh_cutoff_on_disk(v, float(fdr_q)) for s, v in pvalues.items()}
         counts = {f"pairs_{s}": 0 for s in SPLITS} | {f"pairs_{s}_sig": 0 for s in SPLITS}
         removed = {s: 0 for s in bh_splits}
         mean_weight = weight_sum / weight_n if weight_n else 1.0
@@ -292,7 +367,7 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
                             hint=f"every test needs two different texts with different CTRs; dropped: {drops.as_dict()}")
         pair_writer.close()
 
-    stats = {"rows_read": int(rows_read), "arms": n_arms, "texts": n_texts, "tests": int(len(test_ids)), **counts,
+    stats = {"rows_read": int(rows_read), "arms": n_arms, "texts": n_texts, "tests": n_tests, **counts,
              "dropped": drops.as_dict(), "out_of_core": {"buckets": n_buckets, "bucket_rows": bucket_rows}}
     for rule, n in drops.as_dict().items():
         if n:
