@@ -6,7 +6,7 @@
 2. Peak memory of data preparation (file -> pairs) against rows (1x, 4x, 16x), each size in a
    fresh process: Python-heap peak (tracemalloc) and resident-set growth over the imports, for the
    in-memory prepare() and for the out-of-core flow (data.out_of_core, pairs written to disk,
-   buckets of --bucket-rows arms).
+   buckets of --bucket-rows arms, the file read in batches of as many rows).
 3. The real Upworthy log read whole vs only its mapped columns (what ``prepare`` does).
 
 Writes scale_epoch.csv, scale_memory.csv and scale.png under logs/bench/scale/.
@@ -39,7 +39,7 @@ from pushgen.data.pipeline import prepare
 from pushgen.data.stream import prepare_out_of_core
 from _common import default_cfg
 cfg = default_cfg([f"data.path={sys.argv[1]}"])
-mode, bucket_rows = sys.argv[3], int(sys.argv[4])
+mode, bucket_rows, batch_rows = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 import psutil
 before = psutil.Process().memory_info().rss / 1024   # now, after the imports (ru_maxrss is in KiB too)
 tracemalloc.start()
@@ -48,7 +48,7 @@ if mode == "in_memory":
     stats = prepare(cfg.data, seed=0).stats
 else:
     with tempfile.TemporaryDirectory() as out:
-        stats = prepare_out_of_core(cfg.data, seed=0, out_dir=out, bucket_rows=bucket_rows)
+        stats = prepare_out_of_core(cfg.data, seed=0, out_dir=out, bucket_rows=bucket_rows, batch_rows=batch_rows)
 seconds = time.perf_counter() - t0
 _, peak = tracemalloc.get_traced_memory()
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -94,6 +94,10 @@ def main() -> None:
     ap.add_argument("--tests", type=int, default=150, help="tests at 1x for the epoch curve")
     ap.add_argument("--rows", type=int, default=20000, help="arms at 1x for the memory curve (about 4 per test)")
     ap.add_argument("--bucket-rows", type=int, default=20000, help="out-of-core bucket size (arms)")
+    ap.add_argument("--batch-rows", type=int, default=None,
+                    help="out-of-core read batch (rows; default: --bucket-rows, so that what one step holds is "
+                         "fixed by the settings, not by the file)")
+    ap.add_argument("--modes", nargs="+", default=["in_memory", "out_of_core"], help="data preparations to measure")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parts", nargs="+", default=["epoch", "memory", "columns"])
     args = ap.parse_args()
@@ -113,8 +117,8 @@ def main() -> None:
         for k in SCALES if "memory" in args.parts else ():
             path = Path(tmp) / f"rows_{k}.parquet"
             synthetic_ab_log(args.rows * k // 4, seed=k).to_parquet(path)
-            for mode in ("in_memory", "out_of_core"):
-                res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(REPO), mode, str(args.bucket_rows)],
+            for mode in args.modes:
+                res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(REPO), mode, str(args.bucket_rows), str(args.batch_rows or args.bucket_rows)],
                                      capture_output=True, text=True, cwd=str(REPO / "benchmarks"), check=True)
                 rec = json.loads(res.stdout.strip().splitlines()[-1])
                 rec["scale"] = k
