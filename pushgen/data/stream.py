@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms
 from pushgen.data.errors import DataError
 from pushgen.data.loading import DropLog, available_columns, check_columns, iter_table, resolve_format, validate
-from pushgen.data.pairs import benjamini_hochberg_cutoff, build_pairs, filter_pairs
+from pushgen.data.pairs import build_pairs, filter_pairs
 from pushgen.data.splits import SPLITS, check_fractions, shard_codes, side_codes
 from pushgen.data.text import normalise_key
 
@@ -171,14 +171,14 @@ def _leakage_labels(tmp: Path, rank: np.ndarray) -> np.ndarray:
 
 
 def _bh_cutoff_on_disk(files: list[Path], q: float, shift: int = 48) -> float:
-    """:func:`benjamini_hochberg_cutoff` of the p-values in ``files`` (each a sorted ``.npy``) without
+    """:func:`pushgen.data.pairs.benjamini_hochberg_cutoff` of the p-values in ``files`` (each a sorted ``.npy``) without
     holding them all: a histogram over the top bits of the values (non-negative floats sort like
     their bits: bins on a log-like scale) finds the bin where the BH line is crossed last; only a bin
     the histogram cannot decide is read back. Exact: the same float comparisons as in memory."""
     parts = [np.load(f, mmap_mode="r") for f in files]
     m = sum(len(p) for p in parts)
-    tops = [p[np.searchsorted(p, np.inf, side="right") - 1] for p in parts
-            if np.searchsorted(p, np.inf, side="right") > 0]   # NaNs sort last and never pass
+    n_finite = [np.searchsorted(p, np.inf, side="right") for p in parts]   # NaNs sort last and never pass
+    tops = [p[n - 1] for p, n in zip(parts, n_finite) if n > 0]
     if not tops:
         return float("-inf")
     n_bins = int(np.float64(max(tops)).view(np.uint64) >> np.uint64(shift)) + 1
