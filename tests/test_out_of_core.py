@@ -187,3 +187,51 @@ def test_out_of_core_peak_memory_does_not_grow_with_the_log(tmp_path):
     assert rows[3200] > 7 * rows[400]
     per_row = (peaks[3200] - peaks[400]) / (rows[3200] - rows[400])
     assert per_row < 80, (peaks, rows, per_row)
+
+
+def test_csv_ids_are_read_as_strings_in_every_batch(tmp_path):
+    """Zero-padded numeric ids plus one textual id: a batch of only numbers must not turn "00005"
+    into 5 (that split one test in two out of core and changed the pairs)."""
+    df = _log(120)
+    names = {t: f"{i:05d}" for i, t in enumerate(df["clickability_test_id"].unique())}
+    df["clickability_test_id"] = df["clickability_test_id"].map(names)
+    df.loc[df["clickability_test_id"] == "00119", "clickability_test_id"] = "x_last"
+    path = tmp_path / "log.csv"
+    df.to_csv(path, index=False)
+    cfg = _cfg(path)
+    mem = prepare(cfg, seed=0)
+    assert "00007" in set(mem.pooled["test_id"]) and "7" not in set(mem.pooled["test_id"])
+    prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / "ooc", bucket_rows=200, batch_rows=37)
+    _same(mem, load_prepared(tmp_path / "ooc"))
+
+
+def test_repeated_rows_are_flagged_dropped_or_refused_the_same_way_out_of_core(tmp_path):
+    df = _log(100).reset_index(drop=True)
+    twice = df[df["impressions"] > 0].index[[10, 40, 70]]
+    path = tmp_path / "log.parquet"
+    pd.concat([df, df.loc[twice]], ignore_index=True).to_parquet(path)
+    kept = prepare(_cfg(path), seed=0)
+    assert kept.stats["flagged"] == {"repeat another arm of their test in every column (rows)": 3}
+    dropped = prepare(_cfg(path, duplicates="drop"), seed=0)
+    assert dropped.stats["dropped"]["repeats another arm of its test in every column (rows)"] == 3
+    assert dropped.stats["flagged"] == {}
+    # Dropping them gives exactly the log without the copies.
+    df.to_parquet(tmp_path / "clean.parquet")
+    clean = prepare(_cfg(tmp_path / "clean.parquet"), seed=0)
+    assert clean.pooled["impressions"].sum() == dropped.pooled["impressions"].sum() < kept.pooled["impressions"].sum()
+    for name, cfg in (("keep", _cfg(path)), ("drop", _cfg(path, duplicates="drop"))):
+        prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / name, bucket_rows=60, batch_rows=50)
+        _same(kept if name == "keep" else dropped, load_prepared(tmp_path / name))
+    first = int(twice[0])
+    with pytest.raises(DataError, match=rf"row {len(df)}\b.*repeats row {first} in every mapped column"):
+        prepare(_cfg(path, duplicates="raise", on_invalid="drop"), seed=0)
+
+
+def test_bad_bucket_settings_and_a_parquet_file_read_as_csv(tmp_path):
+    path = tmp_path / "log.parquet"
+    _log(20).to_parquet(path)
+    for key in ("bucket_rows", "batch_rows"):
+        with pytest.raises(ValueError, match=f"data.out_of_core.{key} must be >= 1, got 0"):
+            prepare_out_of_core(_cfg(path), seed=0, out_dir=tmp_path / "ooc", **{key: 0})
+    with pytest.raises(DataError, match=r"(?s)is a Parquet file, read as csv.*data.format=parquet"):
+        prepare(_cfg(path, format="csv"), seed=0)

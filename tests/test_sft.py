@@ -302,3 +302,12 @@ def test_guidance_amplifies_the_category_as_u_plus_g_times_c_minus_u():
     single = [generate_texts(model, builder, [e], [c], {**greedy, "max_new_tokens": 4, "guidance_scale": g})[0]
               for e, c in zip(ev, cats)]
     assert batched == single
+
+
+def test_controllability_cli_names_an_unknown_argument_even_without_run_dir(capsys):
+    from pushgen.evaluation.controllability import main
+
+    with pytest.raises(SystemExit, match=r"unknown argument\(s\) \['n_item'\]"):
+        main(["n_item=4"])
+    with pytest.raises(SystemExit, match="run_dir=<sft run folder> is required"):
+        main(["n_items=4"])

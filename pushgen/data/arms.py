@@ -16,6 +16,33 @@ from pushgen.data.text import normalise_key
 log = logging.getLogger(__name__)
 
 
+def repeated_arms(arms: pd.DataFrame, mode: str, drops: DropLog, path: str = "<table>") -> pd.DataFrame:
+    """Arms that repeat an earlier arm of their test in every mapped column (after cleaning).
+
+    A log that wrote a record twice would count its impressions and clicks twice, but equal columns
+    do not prove it: the Upworthy archive has two distinct arms (their significance differs) that
+    agree in every column pushgen reads. So by default (``keep``) they stay and are counted under
+    ``data.flagged``; ``drop`` removes them (counted), ``raise`` stops at the first one."""
+    if mode not in ("keep", "drop", "raise"):
+        raise DataError(f"data.duplicates must be keep, drop or raise, got {mode!r}")
+    body = arms.drop(columns="source_row")
+    repeat = body.duplicated().to_numpy()
+    if not repeat.any():
+        return arms
+    if mode == "raise":
+        at = int(np.flatnonzero(repeat)[0])
+        earlier = int(np.flatnonzero((body == body.iloc[at]).all(axis=1).to_numpy())[0])
+        raise DataError(f"repeats row {int(arms['source_row'].iloc[earlier])} in every mapped column", path=path,
+                        row=int(arms["source_row"].iloc[at]),
+                        hint="deduplicate the log, or set data.duplicates=drop (or keep, if the arms are distinct)")
+    if mode == "drop":
+        drops.add("repeats another arm of its test in every column", int(repeat.sum()))
+        return arms[~repeat].reset_index(drop=True)
+    drops.flag("repeat another arm of their test in every column", int(repeat.sum()),
+               hint="kept as distinct arms; set data.duplicates=drop if the log wrote records twice")
+    return arms
+
+
 def exclude_time_window(arms: pd.DataFrame, start, end, drops: DropLog) -> pd.DataFrame:
     """Drop every test that has an arm with time in [start, end] (e.g. a period when randomisation failed)."""
     if "time" not in arms:

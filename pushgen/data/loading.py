@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 REQUIRED_ROLES = ("test_id", "text", "impressions", "clicks")
 OPTIONAL_ROLES = ("evidence", "category", "time", "image", "first_place")
 ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
+# Read as strings from CSV and JSON lines: their readers guess a type per column and, in batches, per
+# batch, so an id "00123" could become 123 in one batch and stay "00123" in another.
+TEXT_ROLES = ("test_id", "text", "evidence", "category", "image")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -32,6 +35,7 @@ class DropLog:
 
     def __init__(self, quiet: bool = False) -> None:
         self.counts: OrderedDict[str, int] = OrderedDict()
+        self.flags: OrderedDict[str, int] = OrderedDict()
         self.quiet = quiet  # a part of a file counts quietly; its whole says the totals
 
     def add(self, rule: str, n: int, unit: str = "rows") -> None:
@@ -40,9 +44,18 @@ class DropLog:
         if n and not self.quiet:
             log.info("dropped %d %s: %s", n, unit, rule)
 
+    def flag(self, rule: str, n: int, unit: str = "rows", hint: str = "") -> None:
+        """Count rows that are kept but look wrong: the run reports them instead of guessing."""
+        key = f"{rule} ({unit})"
+        self.flags[key] = self.flags.get(key, 0) + int(n)
+        if n and not self.quiet:
+            log.warning("%d %s %s%s", n, unit, rule, f": {hint}" if hint else "")
+
     def merge(self, other: DropLog) -> None:
         for key, n in other.counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
+        for key, n in other.flags.items():
+            self.flags[key] = self.flags.get(key, 0) + n
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -83,27 +96,33 @@ def reading(path: Path, fmt: str):
         yield
     except DataError:
         raise
-    except UnicodeDecodeError as exc:
-        # The reader decodes in chunks, so its offset is chunk-relative: find the real one.
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-            where = f"({exc.reason})"
-        except UnicodeDecodeError as whole:
-            line = raw.count(b"\n", 0, whole.start) + 1
-            where = f"({whole.reason} at byte {whole.start}, line {line})"
-        raise DataError(f"is not valid UTF-8 {where}", path=str(path), hint="re-save the file as UTF-8") from exc
     except Exception as exc:  # each reader has its own exception zoo; the message is what matters
+        if fmt != "parquet":
+            with open(path, "rb") as fh:
+                if fh.read(4) == b"PAR1":
+                    raise DataError(f"is a Parquet file, read as {fmt}", path=str(path),
+                                    hint="set data.format=parquet (or auto, with a .parquet suffix)") from exc
+        if isinstance(exc, UnicodeDecodeError):
+            # The reader decodes in chunks, so its offset is chunk-relative: find the real one.
+            raw = path.read_bytes()
+            try:
+                raw.decode("utf-8")
+                where = f"({exc.reason})"
+            except UnicodeDecodeError as whole:
+                line = raw.count(b"\n", 0, whole.start) + 1
+                where = f"({whole.reason} at byte {whole.start}, line {line})"
+            raise DataError(f"is not valid UTF-8 {where}", path=str(path), hint="re-save the file as UTF-8") from exc
         raise DataError(f"could not be read as {fmt}: {type(exc).__name__}: {exc}", path=str(path),
                         hint="check that the file is complete and well-formed") from exc
 
 
 def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = None,
-               columns: list[str] | None = None) -> pd.DataFrame:
+               columns: list[str] | None = None, text_columns: list[str] = ()) -> pd.DataFrame:
     """Load a file into a DataFrame; unreadable files raise DataError naming the file.
 
     ``columns``: read only these (Parquet, CSV), so unused wide columns never take memory. If one
-    of them is not in the file, everything is read, and validation names the missing column."""
+    of them is not in the file, everything is read, and validation names the missing column.
+    ``text_columns``: read as strings from CSV and JSON lines (Parquet keeps its schema's types)."""
     path = Path(path)
     fmt = resolve_format(path, fmt, missing_hint)
     if columns is not None:
@@ -113,13 +132,20 @@ def read_table(path: str | Path, fmt: str = "auto", missing_hint: str | None = N
         if fmt == "parquet":
             return pd.read_parquet(path, columns=columns)
         if fmt == "csv":
-            return pd.read_csv(path, encoding="utf-8", usecols=columns)
-        return pd.read_json(path, lines=True, encoding="utf-8")
+            return pd.read_csv(path, encoding="utf-8", usecols=columns, dtype=_as_str(text_columns))
+        return pd.read_json(path, lines=True, encoding="utf-8", dtype=_as_str(text_columns) or True)
 
 
-def iter_table(path: str | Path, fmt: str, columns: list[str], batch_rows: int):
+def _as_str(columns) -> dict[str, type] | None:
+    return {c: str for c in columns} or None
+
+
+def iter_table(path: str | Path, fmt: str, columns: list[str], batch_rows: int, text_columns: list[str] = ()):
     """The file's rows in DataFrames of at most ``batch_rows`` rows, only ``columns`` (each must be in
-    the file: :func:`check_columns` first), without holding the whole file."""
+    the file: :func:`check_columns` first), without holding the whole file; ``text_columns`` as in
+    :func:`read_table`, so every batch reads a column as the whole file would."""
+    if int(batch_rows) < 1:
+        raise ValueError(f"data.out_of_core.batch_rows must be >= 1, got {batch_rows}")
     path = Path(path)
     columns = list(dict.fromkeys(columns))
     with reading(path, fmt):
@@ -128,15 +154,22 @@ def iter_table(path: str | Path, fmt: str, columns: list[str], batch_rows: int):
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
                 yield batch.to_pandas()
         elif fmt == "csv":
-            with pd.read_csv(path, encoding="utf-8", usecols=columns, chunksize=batch_rows) as chunks:
+            with pd.read_csv(path, encoding="utf-8", usecols=columns, chunksize=batch_rows,
+                             dtype=_as_str(text_columns)) as chunks:
                 yield from chunks
         else:
-            with pd.read_json(path, lines=True, encoding="utf-8", chunksize=batch_rows) as chunks:
+            with pd.read_json(path, lines=True, encoding="utf-8", chunksize=batch_rows,
+                              dtype=_as_str(text_columns) or True) as chunks:
                 for chunk in chunks:
                     missing = [c for c in columns if c not in chunk.columns]
                     if missing:  # JSON lines name their keys per line; a key may be absent from a whole chunk
                         chunk = chunk.assign(**{c: None for c in missing})
                     yield chunk[columns]
+
+
+def text_columns(columns: Mapping[str, str | None]) -> list[str]:
+    """The file's columns that hold ids and texts (read as strings): see ``TEXT_ROLES``."""
+    return [columns[r] for r in TEXT_ROLES if columns.get(r) is not None]
 
 
 def available_columns(path: str | Path, fmt: str) -> list[str]:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms
+from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms, repeated_arms
 from pushgen.data.errors import DataError
-from pushgen.data.loading import DropLog, read_table, validate
+from pushgen.data.loading import DropLog, read_table, text_columns, validate
 from pushgen.data.pairs import build_pairs, filter_pairs
 from pushgen.data.splits import SPLITS, assign_splits, train_shards
 
@@ -40,9 +40,11 @@ def load_arms(cfg: Mapping, drops: DropLog) -> tuple[pd.DataFrame, int]:
     path = str(cfg["path"])
     # Only the mapped columns are read: a wide log's other columns would only cost memory.
     wanted = [c for c in dict(cfg["columns"]).values() if c is not None]
-    raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"), columns=wanted)
+    raw = read_table(path, _get(cfg, "format", "auto"), missing_hint=_get(cfg, "missing_hint"), columns=wanted,
+                     text_columns=text_columns(cfg["columns"]))
     arms = validate(raw, dict(cfg["columns"]), path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
                     require_evidence=bool(_get(cfg, "require_evidence", False)), drops=drops)
+    arms = repeated_arms(arms, _get(cfg, "duplicates", "keep"), drops, path)
     window = _get(cfg, "exclude_time")
     if window is not None and window.get("start") is not None:
         arms = exclude_time_window(arms, window["start"], window["end"], drops)
@@ -117,7 +119,7 @@ def prepare(cfg: Mapping, seed: int, whole_file_split: str | None = None) -> Pre
         "rows_read": int(rows_read), "arms": int(len(arms)), "texts": int(len(pooled)), "tests": int(pooled["test_id"].nunique()),
         **{f"pairs_{s}": int((pairs["split"] == s).sum()) for s in SPLITS},
         **{f"pairs_{s}_sig": int(((pairs["split"] == s) & (pairs["p_value"] < 0.05)).sum()) for s in SPLITS},
-        "dropped": drops.as_dict(),
+        "dropped": drops.as_dict(), "flagged": dict(drops.flags),
     }
     log.info("data: %s", stats)
     return PreparedData(pooled=pooled, pairs=pairs, drops=drops, stats=stats)

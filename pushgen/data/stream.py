@@ -36,9 +36,10 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms
+from pushgen.data.arms import drop_sample_ratio_mismatch, exclude_time_window, pool_arms, repeated_arms
 from pushgen.data.errors import DataError
-from pushgen.data.loading import DropLog, available_columns, check_columns, iter_table, resolve_format, validate
+from pushgen.data.loading import (DropLog, available_columns, check_columns, iter_table, resolve_format, text_columns,
+                                  validate)
 from pushgen.data.pairs import build_pairs, filter_pairs
 from pushgen.data.splits import SPLITS, check_fractions, shard_codes, side_codes
 from pushgen.data.text import normalise_key
@@ -78,7 +79,7 @@ def spill(path: Path, fmt: str, columns: Mapping[str, str | None], n_buckets: in
     wanted = [c for c in columns.values() if c is not None]
     files = [tmp / f"arms{b:05d}.pkl" for b in range(n_buckets)]
     start = 0
-    for batch in iter_table(path, fmt, wanted, batch_rows):
+    for batch in iter_table(path, fmt, wanted, batch_rows, text_columns(columns)):
         batch = batch.reset_index(drop=True)
         batch[ROW] = np.arange(start, start + len(batch))
         start += len(batch)
@@ -110,6 +111,8 @@ def pooled_bucket(raw: pd.DataFrame, cfg: Mapping, path: str, drops: DropLog) ->
     arms = validate(raw.drop(columns=ROW), columns, path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
                     require_evidence=bool(_get(cfg, "require_evidence", False)), drops=drops,
                     source_rows=raw[ROW].to_numpy(), allow_empty=True)
+    if len(arms):
+        arms = repeated_arms(arms, _get(cfg, "duplicates", "keep"), drops, path)
     window = _get(cfg, "exclude_time")
     if len(arms) and window is not None and window.get("start") is not None:
         arms = exclude_time_window(arms, window["start"], window["end"], drops)
@@ -217,8 +220,11 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
     import pyarrow.parquet as pq
 
     ooc = _get(cfg, "out_of_core", {})
-    bucket_rows = int(bucket_rows or _get(ooc, "bucket_rows", 200_000))
-    batch_rows = int(batch_rows or _get(ooc, "batch_rows", 65_536))
+    bucket_rows = int(_get(ooc, "bucket_rows", 200_000) if bucket_rows is None else bucket_rows)
+    batch_rows = int(_get(ooc, "batch_rows", 65_536) if batch_rows is None else batch_rows)
+    for key, value in (("bucket_rows", bucket_rows), ("batch_rows", batch_rows)):
+        if value < 1:
+            raise ValueError(f"data.out_of_core.{key} must be >= 1, got {value}")
     path = Path(str(cfg["path"]))
     fmt = resolve_format(path, _get(cfg, "format", "auto"), _get(cfg, "missing_hint"))
     columns = dict(cfg["columns"])
@@ -368,10 +374,13 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
         pair_writer.close()
 
     stats = {"rows_read": int(rows_read), "arms": n_arms, "texts": n_texts, "tests": n_tests, **counts,
-             "dropped": drops.as_dict(), "out_of_core": {"buckets": n_buckets, "bucket_rows": bucket_rows}}
+             "dropped": drops.as_dict(), "flagged": dict(drops.flags), "out_of_core": {"buckets": n_buckets, "bucket_rows": bucket_rows}}
     for rule, n in drops.as_dict().items():
         if n:
             log.info("dropped %d: %s", n, rule)
+    for rule, n in drops.flags.items():
+        if n:
+            log.warning("kept %d: %s (see data.duplicates)", n, rule)
     tmp_done = out / (DONE + ".tmp")
     tmp_done.write_text(json.dumps(stats, indent=2))
     tmp_done.replace(out / DONE)

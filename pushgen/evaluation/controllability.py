@@ -236,13 +236,13 @@ def main(argv: list[str]) -> None:
         if set(args) == {"out_dir"}:
             relabel(args["out_dir"])
             return
-        if "run_dir" not in args:
-            raise SystemExit(__doc__)
-        set_threads(int(args["threads"]) if "threads" in args else None)
         unknown = set(args) - {"run_dir", "n_items", "split", "seed", "ablation_run_dir", "none_samples", "threads",
                                "guidance_scale"}
         if unknown:
             raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
+        if "run_dir" not in args:
+            raise SystemExit(f"run_dir=<sft run folder> is required\n{__doc__}")
+        set_threads(int(args["threads"]) if "threads" in args else None)
         run_dir = Path(args["run_dir"])
         if not (run_dir / "config_resolved.yaml").is_file() or not (run_dir / "generator").is_dir():
             raise FileNotFoundError(f"run_dir={run_dir} is not a finished sft.py run folder (it needs "

@@ -138,6 +138,7 @@ class DataConfig:
     missing_hint: Optional[str] = None
     columns: DataColumns
     on_invalid: Literal["raise", "drop"] = "raise"
+    duplicates: Literal["keep", "drop", "raise"] = "keep"
     require_evidence: bool = False
     exclude_time: Optional[TimeWindow] = None
     srm: SrmConfig = field(default_factory=SrmConfig)
