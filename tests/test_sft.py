@@ -206,6 +206,30 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
     with pytest.raises(FileNotFoundError, match="controllability/<timestamp>"):
         relabel(out)
 
+    # Exporting a chosen checkpoint: the best one gives the run's generator; an altered one its own weights.
+    from pushgen.tasks.export_generator import export_checkpoint
+    from pushgen.utils.checkpoint import CheckpointMismatch
+    best = Path(metrics["best_ckpt"])
+    ev, cats = ["Your package has shipped"], ["question"]
+    same = export_checkpoint(out, best.name)
+    assert same == out / "exports" / best.stem and json.loads((same / "metrics.json").read_text())["exported_from"]
+    m2, b2 = load_generator(same / "generator")
+    assert generate_texts(m2, b2, ev, cats, {"max_new_tokens": 6}, seed=1) == \
+        generate_texts(model, builder, ev, cats, {"max_new_tokens": 6}, seed=1)
+    ckpt = torch.load(best, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("o_proj.weight"))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] * 3
+    torch.save(ckpt, tmp_path / "altered.ckpt")
+    altered = export_checkpoint(out, tmp_path / "altered.ckpt", tmp_path / "altered")
+    m3, _ = load_generator(altered / "generator")
+    assert torch.equal(m3.state_dict()[key[len("model."):]], ckpt["state_dict"][key])
+    del ckpt["state_dict"][key]
+    torch.save(ckpt, tmp_path / "partial.ckpt")
+    with pytest.raises(CheckpointMismatch, match="1 tensor\\(s\\) missing"):
+        export_checkpoint(out, tmp_path / "partial.ckpt", tmp_path / "partial")
+    with pytest.raises(FileExistsError):
+        export_checkpoint(out, best.name)
+
 
 def test_labels_come_from_the_labeler():
     prepared = _pooled(6)
