@@ -66,8 +66,8 @@ def test_reading_only_mapped_columns_gives_the_same_pairs(tmp_path, monkeypatch,
     pruned = pipeline.prepare(_upworthy_cfg(path), seed=0)
     assert list(read_table(path, columns=["headline", "clicks"]).columns) == ["headline", "clicks"]
 
-    def whole(path, fmt="auto", missing_hint=None, columns=None):
-        return read_table(path, fmt, missing_hint)
+    def whole(path, fmt="auto", missing_hint=None, columns=None, text_columns=()):
+        return read_table(path, fmt, missing_hint, text_columns=text_columns)
     monkeypatch.setattr(pipeline, "read_table", whole)
     full = pipeline.prepare(_upworthy_cfg(path), seed=0)
     pd.testing.assert_frame_equal(pruned.pairs, full.pairs)
