@@ -208,6 +208,8 @@ def test_csv_ids_are_read_as_strings_in_every_batch(tmp_path):
 def test_repeated_rows_are_flagged_dropped_or_refused_the_same_way_out_of_core(tmp_path):
     df = _log(100).reset_index(drop=True)
     twice = df[df["impressions"] > 0].index[[10, 40, 70]]
+    df["eyecatcher_id"] = df["eyecatcher_id"].astype(object)
+    df.loc[twice[0], "eyecatcher_id"] = None           # a missing value repeats too
     path = tmp_path / "log.parquet"
     pd.concat([df, df.loc[twice]], ignore_index=True).to_parquet(path)
     kept = prepare(_cfg(path), seed=0)

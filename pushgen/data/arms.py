@@ -31,7 +31,8 @@ def repeated_arms(arms: pd.DataFrame, mode: str, drops: DropLog, path: str = "<t
         return arms
     if mode == "raise":
         at = int(np.flatnonzero(repeat)[0])
-        earlier = int(np.flatnonzero((body == body.iloc[at]).all(axis=1).to_numpy())[0])
+        rows = pd.util.hash_pandas_object(body, index=False).to_numpy()   # equal rows, NaNs included
+        earlier = int(np.flatnonzero(rows == rows[at])[0])
         raise DataError(f"repeats row {int(arms['source_row'].iloc[earlier])} in every mapped column", path=path,
                         row=int(arms["source_row"].iloc[at]),
                         hint="deduplicate the log, or set data.duplicates=drop (or keep, if the arms are distinct)")
