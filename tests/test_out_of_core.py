@@ -213,9 +213,9 @@ def test_repeated_rows_are_flagged_dropped_or_refused_the_same_way_out_of_core(t
     path = tmp_path / "log.parquet"
     pd.concat([df, df.loc[twice]], ignore_index=True).to_parquet(path)
     kept = prepare(_cfg(path), seed=0)
-    assert kept.stats["flagged"] == {"repeat another arm of their test in every column (rows)": 3}
+    assert kept.stats["flagged"] == {"arm equal to another arm of its test in every mapped column (rows)": 3}
     dropped = prepare(_cfg(path, duplicates="drop"), seed=0)
-    assert dropped.stats["dropped"]["repeats another arm of its test in every column (rows)"] == 3
+    assert dropped.stats["dropped"]["arm equal to another arm of its test in every mapped column (rows)"] == 3
     assert dropped.stats["flagged"] == {}
     # Dropping them gives exactly the log without the copies.
     df.to_parquet(tmp_path / "clean.parquet")
@@ -225,7 +225,7 @@ def test_repeated_rows_are_flagged_dropped_or_refused_the_same_way_out_of_core(t
         prepare_out_of_core(cfg, seed=0, out_dir=tmp_path / name, bucket_rows=60, batch_rows=50)
         _same(kept if name == "keep" else dropped, load_prepared(tmp_path / name))
     first = int(twice[0])
-    with pytest.raises(DataError, match=rf"row {len(df)}\b.*repeats row {first} in every mapped column"):
+    with pytest.raises(DataError, match=rf"row {len(df)}\b.*repeats row {first} \(same test '.+'\) in every mapped column"):
         prepare(_cfg(path, duplicates="raise", on_invalid="drop"), seed=0)
 
 

@@ -212,7 +212,13 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
     best = Path(metrics["best_ckpt"])
     ev, cats = ["Your package has shipped"], ["question"]
     same = export_checkpoint(out, best.name)
-    assert same == out / "exports" / best.stem and json.loads((same / "metrics.json").read_text())["exported_from"]
+    exported = json.loads((same / "metrics.json").read_text())
+    assert same == out / "exports" / best.stem and exported["exported_from"] == str(best.resolve())
+    assert "best_val_loss" not in exported and exported["sft"] == metrics["sft"]   # only what holds for any step
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    from pushgen.utils.checkpoint import NotACheckpoint
+    with pytest.raises(NotACheckpoint, match="not a file torch.save wrote"):
+        export_checkpoint(out, tmp_path / "notes.ckpt", tmp_path / "notes")
     m2, b2 = load_generator(same / "generator")
     assert generate_texts(m2, b2, ev, cats, {"max_new_tokens": 6}, seed=1) == \
         generate_texts(model, builder, ev, cats, {"max_new_tokens": 6}, seed=1)
@@ -335,3 +341,9 @@ def test_controllability_cli_names_an_unknown_argument_even_without_run_dir(caps
         main(["n_item=4"])
     with pytest.raises(SystemExit, match="run_dir=<sft run folder> is required"):
         main(["n_items=4"])
+    # Bad values are named before any data is prepared (the run folder need not even exist).
+    for arg, msg in [("n_items=0", "n_items must be >= 1, got 0"), ("n_items=abc", "n_items must be an integer"),
+                     ("none_samples=0", "none_samples must be >= 1"), ("guidance_scale=-1", "guidance_scale must be >= 0"),
+                     ("split=nope", r"split must be one of \['train', 'val', 'test'\]")]:
+        with pytest.raises(SystemExit, match=msg):
+            main(["run_dir=/nonexistent", arg])

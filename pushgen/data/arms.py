@@ -16,6 +16,9 @@ from pushgen.data.text import normalise_key
 log = logging.getLogger(__name__)
 
 
+REPEATED = "arm equal to another arm of its test in every mapped column"
+
+
 def repeated_arms(arms: pd.DataFrame, mode: str, drops: DropLog, path: str = "<table>") -> pd.DataFrame:
     """Arms that repeat an earlier arm of their test in every mapped column (after cleaning).
 
@@ -33,14 +36,16 @@ def repeated_arms(arms: pd.DataFrame, mode: str, drops: DropLog, path: str = "<t
         at = int(np.flatnonzero(repeat)[0])
         rows = pd.util.hash_pandas_object(body, index=False).to_numpy()   # equal rows, NaNs included
         earlier = int(np.flatnonzero(rows == rows[at])[0])
-        raise DataError(f"repeats row {int(arms['source_row'].iloc[earlier])} in every mapped column", path=path,
+        raise DataError(f"repeats row {int(arms['source_row'].iloc[earlier])} (same test {arms['test_id'].iloc[at]!r}) "
+                        "in every mapped column", path=path,
                         row=int(arms["source_row"].iloc[at]),
                         hint="deduplicate the log, or set data.duplicates=drop (or keep, if the arms are distinct)")
     if mode == "drop":
-        drops.add("repeats another arm of its test in every column", int(repeat.sum()))
+        drops.add(REPEATED, int(repeat.sum()))
         return arms[~repeat].reset_index(drop=True)
-    drops.flag("repeat another arm of their test in every column", int(repeat.sum()),
-               hint="kept as distinct arms; set data.duplicates=drop if the log wrote records twice")
+    drops.flag(REPEATED, int(repeat.sum()),
+               hint="kept: pooled with their twin, so their impressions and clicks count twice; "
+                    "set data.duplicates=drop if the log wrote records twice")
     return arms
 
 

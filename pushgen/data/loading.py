@@ -49,7 +49,7 @@ class DropLog:
         key = f"{rule} ({unit})"
         self.flags[key] = self.flags.get(key, 0) + int(n)
         if n and not self.quiet:
-            log.warning("%d %s %s%s", n, unit, rule, f": {hint}" if hint else "")
+            log.warning("%d %s flagged: %s%s", n, unit, rule, f"; {hint}" if hint else "")
 
     def merge(self, other: DropLog) -> None:
         for key, n in other.counts.items():

@@ -380,7 +380,7 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
             log.info("dropped %d: %s", n, rule)
     for rule, n in drops.flags.items():
         if n:
-            log.warning("kept %d: %s (see data.duplicates)", n, rule)
+            log.warning("%d flagged: %s (see data.duplicates)", n, rule)
     tmp_done = out / (DONE + ".tmp")
     tmp_done.write_text(json.dumps(stats, indent=2))
     tmp_done.replace(out / DONE)

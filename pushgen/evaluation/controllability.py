@@ -46,6 +46,7 @@ from pushgen.categories.taxonomy import load_taxonomy
 from pushgen.data.pairs import two_proportion_z
 from pushgen.data.pipeline import prepare
 from pushgen.data.sft import sft_rows
+from pushgen.data.splits import SPLITS
 from pushgen.models.sampling import generate_texts
 from pushgen.modules.sft_module import load_generator, markdown_table
 from pushgen.utils.run import set_threads, write_atomic, write_json
@@ -162,7 +163,7 @@ def measure(run_dir: str | Path, n_items: int = 48, split: str = "test", seed: i
     else:
         abl_model, abl_builder = model, load_generator(run_dir / "generator", {"category": "none"})[1]
         ablation = "the same generator prompted without a category"
-    reps = int(none_samples or len(taxonomy.names))
+    reps = len(taxonomy.names) if none_samples is None else int(none_samples)
     none_ev = [e for _ in range(reps) for e in ev]
     none_out = generate_texts(abl_model, abl_builder, none_ev, [None] * len(none_ev), sampling, seed=seed)
     none = pd.DataFrame({"test_id": list(items["test_id"]) * reps, "output": none_out})
@@ -226,6 +227,18 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _number(args: dict, key: str, kind: type, default, minimum=None):
+    if key not in args:
+        return default
+    try:
+        value = kind(args[key])
+    except ValueError:
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {args[key]!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if any(a in ("-h", "--help") for a in argv):
@@ -242,15 +255,20 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{__doc__}")
         if "run_dir" not in args:
             raise SystemExit(f"run_dir=<sft run folder> is required\n{__doc__}")
-        set_threads(int(args["threads"]) if "threads" in args else None)
+        # Every value is checked before the data is prepared and models are loaded.
+        n_items, seed = _number(args, "n_items", int, 48, 1), _number(args, "seed", int, 0)
+        none_samples, threads = _number(args, "none_samples", int, None, 1), _number(args, "threads", int, None, 1)
+        guidance = _number(args, "guidance_scale", float, None, 0.0)
+        split = args.get("split", "test")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        set_threads(threads)
         run_dir = Path(args["run_dir"])
         if not (run_dir / "config_resolved.yaml").is_file() or not (run_dir / "generator").is_dir():
             raise FileNotFoundError(f"run_dir={run_dir} is not a finished sft.py run folder (it needs "
                                     "config_resolved.yaml and generator/; e.g. logs/sft/runs/<run> or <pipeline run>/sft)")
-        measure(run_dir, n_items=int(args.get("n_items", 48)), split=args.get("split", "test"),
-                seed=int(args.get("seed", 0)), ablation_run_dir=args.get("ablation_run_dir"),
-                none_samples=int(args["none_samples"]) if "none_samples" in args else None,
-                sampling={"guidance_scale": float(args["guidance_scale"])} if "guidance_scale" in args else None)
+        measure(run_dir, n_items=n_items, split=split, seed=seed, ablation_run_dir=args.get("ablation_run_dir"),
+                none_samples=none_samples, sampling=None if guidance is None else {"guidance_scale": guidance})
     except (FileNotFoundError, ValueError) as e:   # a user's mistake: say it once, no traceback
         raise SystemExit(f"error: {e}") from None
 

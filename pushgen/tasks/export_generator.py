@@ -31,8 +31,9 @@ def export_checkpoint(run_dir: str | Path, ckpt: str | Path, out: str | Path | N
     if not ckpt.is_file() and (run_dir / "checkpoints" / ckpt).is_file():
         ckpt = run_dir / "checkpoints" / ckpt
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={ckpt} does not exist; the run's checkpoints: "
-                                f"{sorted(p.name for p in (run_dir / 'checkpoints').glob('*.ckpt'))}")
+        raise FileNotFoundError(f"ckpt={ckpt} {'is a folder, not a file' if ckpt.is_dir() else 'does not exist'}; "
+                                f"the run's checkpoints: {sorted(p.name for p in (run_dir / 'checkpoints').glob('*.ckpt'))}")
+    ckpt = ckpt.resolve()
     out = Path(out) if out is not None else run_dir / "exports" / ckpt.stem
     if out.exists():
         raise FileExistsError(f"out={out} exists; remove it or give another out=")
@@ -56,8 +57,11 @@ def export_checkpoint(run_dir: str | Path, ckpt: str | Path, out: str | Path | N
     shutil.copytree(run_dir / "generator", tmp / "generator")      # tokenizer and prompt metadata
     model.save_pretrained(tmp / "generator")                        # then this checkpoint's weights
     shutil.copy(run_dir / "config_resolved.yaml", tmp / "config_resolved.yaml")
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    metrics.update({"exported_from": str(ckpt), "generator": str(out / "generator")})
+    # The run's data and SFT counts hold for every checkpoint; its best_ckpt / best_val_loss do not.
+    source = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    metrics = {"exported_from": str(ckpt), "source_run": str(run_dir.resolve()),
+               "generator": str(out.resolve() / "generator"),
+               **{k: source[k] for k in ("data", "sft") if k in source}}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     tmp.rename(out)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,9 @@ def load_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     """``torch.load`` without pickled code, with a short error for a file that is not a checkpoint.
     PyTorch's own message for such a file suggests ``weights_only=False``, which would run the file's
     code; that advice is wrong for a file of unknown origin, so it is not passed on."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):   # torch.save writes a zip archive
+        raise NotACheckpoint(f"{path} is not a pushgen checkpoint (not a file torch.save wrote); "
+                             "give a .ckpt from a run folder's checkpoints/")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
