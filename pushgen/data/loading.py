@@ -36,6 +36,7 @@ class DropLog:
     def __init__(self, quiet: bool = False) -> None:
         self.counts: OrderedDict[str, int] = OrderedDict()
         self.flags: OrderedDict[str, int] = OrderedDict()
+        self.hints: dict[str, str] = {}   # per flagged rule: what the user can do about it
         self.quiet = quiet  # a part of a file counts quietly; its whole says the totals
 
     def add(self, rule: str, n: int, unit: str = "rows") -> None:
@@ -48,14 +49,28 @@ class DropLog:
         """Count rows that are kept but look wrong: the run reports them instead of guessing."""
         key = f"{rule} ({unit})"
         self.flags[key] = self.flags.get(key, 0) + int(n)
+        self.hints[key] = hint
         if n and not self.quiet:
-            log.warning("%d %s flagged: %s%s", n, unit, rule, f"; {hint}" if hint else "")
+            self._warn(key, n)
+
+    def _warn(self, key: str, n: int) -> None:
+        log.warning("%d flagged: %s%s", n, key, f"; {self.hints[key]}" if self.hints.get(key) else "")
+
+    def log_totals(self) -> None:
+        """What a quiet log counted, said once at the end."""
+        for key, n in self.counts.items():
+            if n:
+                log.info("dropped %d: %s", n, key)
+        for key, n in self.flags.items():
+            if n:
+                self._warn(key, n)
 
     def merge(self, other: DropLog) -> None:
         for key, n in other.counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
         for key, n in other.flags.items():
             self.flags[key] = self.flags.get(key, 0) + n
+        self.hints.update(other.hints)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -144,8 +159,6 @@ def iter_table(path: str | Path, fmt: str, columns: list[str], batch_rows: int, 
     """The file's rows in DataFrames of at most ``batch_rows`` rows, only ``columns`` (each must be in
     the file: :func:`check_columns` first), without holding the whole file; ``text_columns`` as in
     :func:`read_table`, so every batch reads a column as the whole file would."""
-    if int(batch_rows) < 1:
-        raise ValueError(f"data.out_of_core.batch_rows must be >= 1, got {batch_rows}")
     path = Path(path)
     columns = list(dict.fromkeys(columns))
     with reading(path, fmt):

@@ -56,6 +56,8 @@ def sides_of_groups(groups: pd.Series, val: float, test: float, seed: int) -> pd
 def side_codes(labels: np.ndarray, val: float, test: float, seed: int) -> np.ndarray:
     """Side per group (an index into SPLITS) from one group label per test, labels 0..G-1 as
     :func:`components` gives them. Integers only, so the out-of-core path can afford it for any log."""
+    # value_counts' order (not only its counts) is what the seeded permutation shuffles: kept, so a
+    # seed gives the splits it always gave; the counts are looked up in an array.
     sizes = pd.Series(labels).value_counts()
     order = np.random.default_rng(seed).permutation(sizes.index.to_numpy())
     count = np.bincount(labels)

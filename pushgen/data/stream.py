@@ -111,8 +111,7 @@ def pooled_bucket(raw: pd.DataFrame, cfg: Mapping, path: str, drops: DropLog) ->
     arms = validate(raw.drop(columns=ROW), columns, path=path, on_invalid=_get(cfg, "on_invalid", "raise"),
                     require_evidence=bool(_get(cfg, "require_evidence", False)), drops=drops,
                     source_rows=raw[ROW].to_numpy(), allow_empty=True)
-    if len(arms):
-        arms = repeated_arms(arms, _get(cfg, "duplicates", "keep"), drops, path)
+    arms = repeated_arms(arms, _get(cfg, "duplicates", "keep"), drops, path)
     window = _get(cfg, "exclude_time")
     if len(arms) and window is not None and window.get("start") is not None:
         arms = exclude_time_window(arms, window["start"], window["end"], drops)
@@ -307,10 +306,11 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
         pvalues: dict[str, list[Path]] = {s: [] for s in bh_splits}
         pooled_writer, offset, n_texts, pair_files = None, 0, 0, []
         weight_sum, weight_n = 0.0, 0
-        for file in sorted(tmp.glob("pooled*.pkl")):
+        for b, start in test_start.items():   # the buckets that kept texts, in bucket order
+            file = tmp / f"pooled{b:05d}.pkl"
             pooled = pd.read_pickle(file)
             file.unlink()
-            tests = rank[_test_positions(pooled) + test_start[int(file.stem[len("pooled"):])]]
+            tests = rank[_test_positions(pooled) + start]
             pooled["split"] = np.asarray(SIDES, dtype=object)[side[tests]]
             part = DropLog(quiet=True)
             pairs = build_pairs(pooled, weighting=_get(pair_cfg, "weighting", "uniform"), drops=part, normalise=False)
@@ -375,12 +375,7 @@ def prepare_out_of_core(cfg: Mapping, seed: int, out_dir: str | Path, whole_file
 
     stats = {"rows_read": int(rows_read), "arms": n_arms, "texts": n_texts, "tests": n_tests, **counts,
              "dropped": drops.as_dict(), "flagged": dict(drops.flags), "out_of_core": {"buckets": n_buckets, "bucket_rows": bucket_rows}}
-    for rule, n in drops.as_dict().items():
-        if n:
-            log.info("dropped %d: %s", n, rule)
-    for rule, n in drops.flags.items():
-        if n:
-            log.warning("%d flagged: %s (see data.duplicates)", n, rule)
+    drops.log_totals()
     tmp_done = out / (DONE + ".tmp")
     tmp_done.write_text(json.dumps(stats, indent=2))
     tmp_done.replace(out / DONE)

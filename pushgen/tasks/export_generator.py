@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from pushgen.utils.checkpoint import CheckpointMismatch, NotACheckpoint, load_checkpoint_file
+from pushgen.utils.run import atomic_dir, write_json
 
 
 def export_checkpoint(run_dir: str | Path, ckpt: str | Path, out: str | Path | None = None) -> Path:
@@ -51,19 +52,17 @@ def export_checkpoint(run_dir: str | Path, ckpt: str | Path, out: str | Path | N
                                  f"{len(extra)} unexpected (e.g. {extra[:2]})")
     model.load_state_dict(state, strict=False)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_dir / "generator", tmp / "generator")      # tokenizer and prompt metadata
-    model.save_pretrained(tmp / "generator")                        # then this checkpoint's weights
-    shutil.copy(run_dir / "config_resolved.yaml", tmp / "config_resolved.yaml")
     # The run's data and SFT counts hold for every checkpoint; its best_ckpt / best_val_loss do not.
     source = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     metrics = {"exported_from": str(ckpt), "source_run": str(run_dir.resolve()),
                "generator": str(out.resolve() / "generator"),
                **{k: source[k] for k in ("data", "sft") if k in source}}
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:                                     # never a half-written export
+        shutil.copytree(run_dir / "generator", tmp / "generator")   # tokenizer and prompt metadata
+        model.save_pretrained(tmp / "generator")                    # then this checkpoint's weights
+        shutil.copy(run_dir / "config_resolved.yaml", tmp / "config_resolved.yaml")
+        write_json(tmp / "metrics.json", metrics)
     return out
 
 
