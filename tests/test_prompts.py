@@ -106,3 +106,16 @@ def test_tiny_tokenizer_plain_prompt_and_decode_completion(taxonomy):
     target = tok(" Flash sale ends tonight", add_special_tokens=False)["input_ids"]
     # Generated ids are cut at the first stop token; what follows it is ignored.
     assert b.decode_completion(target + [tok.eos_token_id] + target) == "Flash sale ends tonight"
+
+
+def test_unconditional_example_keeps_the_target_and_drops_only_the_style_line(qwen, taxonomy):
+    b = PromptBuilder(qwen, {}, taxonomy)
+    ex = b.example("A dog.", "question", "Who is a good dog?")
+    un = b.unconditional_example("A dog.", ex)
+    n_prompt = sum(t == IGNORE_INDEX for t in un["labels"])
+    # Its prompt is exactly what guidance feeds the unconditional branch, and that of category=none.
+    assert un["input_ids"][:n_prompt] == b.unconditional_ids("A dog.")
+    assert un["input_ids"][:n_prompt] == PromptBuilder(qwen, {"category": "none"}, taxonomy).prompt_ids("A dog.", None)
+    assert "Style:" not in qwen.decode(un["input_ids"][:n_prompt]) and "Style:" in qwen.decode(ex["input_ids"])
+    target = [t for t in ex["labels"] if t != IGNORE_INDEX]
+    assert un["input_ids"][n_prompt:] == target and un["labels"][n_prompt:] == target

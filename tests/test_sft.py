@@ -157,7 +157,8 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
         cfg = compose(config_name="sft", overrides=[
             "backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false", "sft.optim.lr=5e-3", "sft.batch_size=4",
             "sft.n_samples=3", "sft.sampling.max_new_tokens=6", "trainer.max_epochs=4", "trainer.val_check_interval=1.0",
-            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0", "sft.category_balance=1.0"])
+            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0", "sft.category_balance=1.0",
+            "sft.category_dropout=0.2"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
@@ -347,3 +348,37 @@ def test_controllability_cli_names_an_unknown_argument_even_without_run_dir(caps
                      ("split=nope", r"split must be one of \['train', 'val', 'test'\]")]:
         with pytest.raises(SystemExit, match=msg):
             main(["run_dir=/nonexistent", arg])
+
+
+def test_category_dropout_swaps_in_the_unconditional_prompt_at_its_rate():
+    from pushgen.data.sft import CategoryDropout, SFTDataModule
+
+    module = _module()
+    rows = label_rows(sft_rows(_pooled(12).pooled), build_labeler({"kind": "rules"}, load_taxonomy(TAXONOMY)))
+    examples = tokenize_rows(rows, module.builder, unconditional=True)
+    uncond = {tuple(e["unconditional"]["input_ids"]) for e in examples}
+    cond = {tuple(e["input_ids"]) for e in examples}
+    assert not uncond & cond                                   # every twin differs from its example
+
+    def rows_of(batches):
+        out = []
+        for b in batches:
+            for ids, m in zip(b["input_ids"], b["attention_mask"]):
+                out.append(tuple(ids[m.bool()].tolist()))
+        return out
+
+    pad = module.tokenizer.pad_token_id
+    many = examples * 40
+    dm = SFTDataModule({"train": many, "val": examples}, pad_id=pad, batch_size=32, eval_batch_size=8,
+                       pack=False, pack_tokens=64, seed=0, category_dropout=0.25)
+    seen = rows_of(dm.train_dataloader())
+    dropped = sum(r in uncond for r in seen)
+    assert len(seen) == len(many) and sum(r in cond for r in seen) + dropped == len(seen)
+    assert dropped / len(seen) == pytest.approx(0.25, abs=0.04)
+    assert rows_of(SFTDataModule({"train": many, "val": examples}, pad_id=pad, batch_size=32, eval_batch_size=8,
+                                 pack=False, pack_tokens=64, seed=0, category_dropout=0.25).train_dataloader()) == seen
+    assert all(r in cond for r in rows_of(dm.val_dataloader()))  # validation keeps the conditional loss
+    with pytest.raises(ValueError, match="category_dropout"):
+        CategoryDropout(SFTCollator(pad), 1.0, seed=0)
+    with pytest.raises(ValueError, match="unconditional=True"):
+        CategoryDropout(SFTCollator(pad), 0.99, seed=0)(tokenize_rows(rows, module.builder))

@@ -202,6 +202,16 @@ class PromptBuilder:
         completion = target_ids + [self.stop_id]
         return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
 
+    def unconditional_example(self, evidence: str, example: Mapping[str, list[int]]) -> dict[str, list[int]]:
+        """``example`` with its prompt swapped for ``unconditional_ids``: same target, no style line.
+
+        Training on a share of these (``sft.category_dropout``) teaches the generator the branch that
+        classifier-free guidance subtracts, instead of leaving it to whatever the base model does
+        with a prompt it never saw in training."""
+        completion = [t for t in example["labels"] if t != IGNORE_INDEX]
+        prompt = self.unconditional_ids(evidence)
+        return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
+
     def decode_completion(self, ids) -> str:
         """Generated ids (after the prompt) -> text, cut at the first stop token."""
         out = []

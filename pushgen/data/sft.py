@@ -57,16 +57,48 @@ def label_rows(rows: pd.DataFrame, labeler) -> pd.DataFrame:
     return rows.assign(category=labeler.label(rows["text"].astype(str).tolist()))
 
 
-def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder) -> list[dict]:
+def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder, unconditional: bool = False) -> list[dict]:
     """Token examples (input_ids, labels, weight, category) in row order; empty targets raise or are
-    skipped by the builder's ``on_empty_target`` (and counted in ``builder.stats``)."""
+    skipped by the builder's ``on_empty_target`` (and counted in ``builder.stats``).
+
+    ``unconditional``: each example also carries ``unconditional`` (the same target after the prompt
+    without its style line) for ``CategoryDropout`` to swap in."""
     out = []
     for ev, cat, text, w in zip(rows["evidence"], rows["category"], rows["text"], rows["weight"]):
         ex = builder.example(str(ev), cat if builder.use_category else None, str(text))
         if ex is not None:
             # The category is kept even when the prompt omits it, so a balanced ablation sees the same data.
-            out.append({**ex, "weight": float(w), "category": cat})
+            item = {**ex, "weight": float(w), "category": cat}
+            if unconditional:
+                item["unconditional"] = builder.unconditional_example(str(ev), ex)
+            out.append(item)
     return out
+
+
+class CategoryDropout:
+    """Collate wrapper: each example's prompt loses its style line with probability ``p``.
+
+    The classifier-free-guidance recipe: one model learns both p(text | category) and p(text), so the
+    branch guidance subtracts is the fine-tuned data's own mix rather than the base model's habit
+    (which, for the style it writes by default, leaves almost no difference to amplify). Draws come
+    from a seeded generator, so a run repeats."""
+
+    def __init__(self, collate, p: float, seed: int):
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"sft.category_dropout must be in [0, 1), got {p}")
+        self.collate, self.p = collate, float(p)
+        self.gen = torch.Generator().manual_seed(int(seed) + 1)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        drop = torch.rand(len(examples), generator=self.gen) < self.p
+        swapped = []
+        for e, d in zip(examples, drop.tolist()):
+            if d:
+                if "unconditional" not in e:
+                    raise ValueError("sft.category_dropout > 0 needs examples built with tokenize_rows(..., unconditional=True)")
+                e = {**e, **e["unconditional"]}
+            swapped.append(e)
+        return self.collate(swapped)
 
 
 def category_sampling_weights(categories: Sequence[str], balance: float) -> np.ndarray:
@@ -149,7 +181,8 @@ class SFTDataModule:
     """Train/val example lists and their loaders (a plain object: Lightning accepts any loaders)."""
 
     def __init__(self, examples: dict[str, list[dict]], pad_id: int, batch_size: int, eval_batch_size: int,
-                 pack: bool, pack_tokens: int, seed: int, category_balance: float = 0.0):
+                 pack: bool, pack_tokens: int, seed: int, category_balance: float = 0.0,
+                 category_dropout: float = 0.0):
         self.examples = examples
         self.category_balance = float(category_balance)
         if self.category_balance:
@@ -157,6 +190,9 @@ class SFTDataModule:
                                                            self.category_balance)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.train_collate = SFTCollator(pad_id, pack=pack, pack_tokens=pack_tokens)
+        if category_dropout:
+            # Training only: validation loss stays the conditional loss, comparable across runs.
+            self.train_collate = CategoryDropout(self.train_collate, category_dropout, seed)
         self.eval_collate = SFTCollator(pad_id, pack=False)
         self.seed = int(seed)
 

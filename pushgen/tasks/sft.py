@@ -39,7 +39,9 @@ def build_sft_data(cfg: DictConfig, module: SFTModule):
         limit = s.get(f"max_{split}_examples")
         if limit:
             part = part.iloc[: int(limit)]
-        examples[split] = tokenize_rows(part, module.builder)
+        # Training examples also carry their no-style-line twin when category dropout will swap it in.
+        dropout = split == "train" and float(s.get("category_dropout", 0.0)) > 0 and module.builder.use_category
+        examples[split] = tokenize_rows(part, module.builder, unconditional=dropout)
         if not examples[split]:
             raise ValueError(f"no SFT examples in the {split} split; check data.split and sft.min_impressions")
     return prepared, rows, examples
@@ -64,7 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm = SFTDataModule(examples, pad_id=module.tokenizer.pad_token_id, batch_size=int(s.batch_size),
                        eval_batch_size=int(s.get("eval_batch_size", s.batch_size)), pack=bool(s.packing.enabled),
                        pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed),
-                       category_balance=float(s.get("category_balance", 0.0)))
+                       category_balance=float(s.get("category_balance", 0.0)),
+                       category_dropout=float(s.get("category_dropout", 0.0)) if module.builder.use_category else 0.0)
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

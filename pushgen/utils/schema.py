@@ -429,6 +429,7 @@ class SftConfig:
     max_train_examples: Optional[int] = bounded(1, default=None)
     max_val_examples: Optional[int] = bounded(1, default=None)
     category_balance: float = bounded(0.0, 1.0, default=0.0)
+    category_dropout: float = bounded(0.0, 0.99, default=0.0)
     batch_size: int = bounded(1, default=16)
     eval_batch_size: int = bounded(1, default=32)
     packing: PackingConfig = field(default_factory=PackingConfig)
