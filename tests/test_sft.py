@@ -382,3 +382,61 @@ def test_category_dropout_swaps_in_the_unconditional_prompt_at_its_rate():
         CategoryDropout(SFTCollator(pad), 1.0, seed=0)
     with pytest.raises(ValueError, match="unconditional=True"):
         CategoryDropout(SFTCollator(pad), 0.99, seed=0)(tokenize_rows(rows, module.builder))
+
+
+def test_contrast_loss_and_target_logprobs_against_hand_values():
+    from pushgen.modules.sft_module import contrast_loss, decoder_and_head, target_logprobs
+
+    loss, acc = contrast_loss(torch.tensor([-1.0, -3.0, -2.0, -2.0]), torch.tensor([[0, 1], [2, 3]]), beta=1.0)
+    assert float(loss) == pytest.approx((np.log1p(np.exp(-2.0)) + np.log(2.0)) / 2) and float(acc) == 0.5
+    loss, _ = contrast_loss(torch.tensor([-1.0, -3.0]), torch.tensor([[0, 1]]), beta=0.5)
+    assert float(loss) == pytest.approx(np.log1p(np.exp(-1.0)))
+
+    module = _module()
+    examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9], "weight": 1.0},
+                {"input_ids": [5, 6, 10], "labels": [IGNORE_INDEX, IGNORE_INDEX, 10], "weight": 1.0}]
+    batch = SFTCollator(pad_id=0)(examples)
+    with torch.no_grad():
+        got = target_logprobs(module._hidden(batch), decoder_and_head(module.model)[1], batch["labels"])
+        logp = torch.log_softmax(module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
+    want = [float(logp[0, 1, 7] + logp[0, 2, 8] + logp[0, 3, 9]), float(logp[1, 1, 10])]
+    assert got.tolist() == pytest.approx(want, abs=1e-4)
+
+
+def test_category_contrast_batches_twins_and_its_loss_falls():
+    from pushgen.data.sft import CategoryContrast, CategoryDropout
+    from pushgen.modules.sft_module import contrast_loss, decoder_and_head, target_logprobs
+
+    module = _module()
+    rows = label_rows(sft_rows(_pooled(12).pooled), build_labeler({"kind": "rules"}, load_taxonomy(TAXONOMY)))
+    names = module.taxonomy.names
+    examples = tokenize_rows(rows, module.builder, contrast=names)[:6]
+    for e in examples:
+        assert sorted(e["contrast"]) == sorted(set(names) - {e["category"]})
+        target = [t for t in e["labels"] if t != IGNORE_INDEX]
+        for twin in e["contrast"].values():        # same target, another prompt
+            assert [t for t in twin["labels"] if t != IGNORE_INDEX] == target and twin["input_ids"] != e["input_ids"]
+    collate = CategoryContrast(SFTCollator(module.tokenizer.pad_token_id), seed=0)
+    batch = collate(examples)
+    assert batch["input_ids"].shape[0] == 12 and batch["contrast_pairs"].tolist() == [[i, 6 + i] for i in range(6)]
+    assert float(batch["token_weight"][6:].sum()) == 0.0     # twins never enter the likelihood loss
+    assert torch.equal(CategoryContrast(SFTCollator(module.tokenizer.pad_token_id), seed=0)(examples)["input_ids"],
+                       batch["input_ids"])                  # seeded
+    # A swapped (unconditional) example has no category to contrast: it gets no twin.
+    with_uncond = tokenize_rows(rows, module.builder, unconditional=True, contrast=names)[:6]
+    all_dropped = CategoryDropout(CategoryContrast(SFTCollator(module.tokenizer.pad_token_id), seed=0), 0.99, seed=3)
+    assert all_dropped(with_uncond)["contrast_pairs"].shape == (0, 2)
+    with pytest.raises(ValueError, match="packing"):
+        CategoryContrast(SFTCollator(0, pack=True), seed=0)
+
+    torch.manual_seed(0)
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(15):
+        head = decoder_and_head(module.model)[1]
+        loss, _ = contrast_loss(target_logprobs(module._hidden(batch), head, batch["labels"]), batch["contrast_pairs"], 1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.3                      # the targets became likelier under their own style

@@ -208,8 +208,16 @@ class PromptBuilder:
         Training on a share of these (``sft.category_dropout``) teaches the generator the branch that
         classifier-free guidance subtracts, instead of leaving it to whatever the base model does
         with a prompt it never saw in training."""
+        return self._with_prompt(self.unconditional_ids(evidence), example)
+
+    def example_as(self, evidence: str, example: Mapping[str, list[int]], category: str) -> dict[str, list[int]]:
+        """``example``'s target after the prompt that asks for ``category`` (for the category contrast)."""
+        text = self._render(self._cut_evidence(evidence, count=False), category)
+        return self._with_prompt(self.tokenizer(text, add_special_tokens=self.kind == "plain")["input_ids"], example)
+
+    @staticmethod
+    def _with_prompt(prompt: list[int], example: Mapping[str, list[int]]) -> dict[str, list[int]]:
         completion = [t for t in example["labels"] if t != IGNORE_INDEX]
-        prompt = self.unconditional_ids(evidence)
         return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
 
     def decode_completion(self, ids) -> str:

@@ -57,12 +57,15 @@ def label_rows(rows: pd.DataFrame, labeler) -> pd.DataFrame:
     return rows.assign(category=labeler.label(rows["text"].astype(str).tolist()))
 
 
-def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder, unconditional: bool = False) -> list[dict]:
+def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder, unconditional: bool = False,
+                  contrast: Sequence[str] = ()) -> list[dict]:
     """Token examples (input_ids, labels, weight, category) in row order; empty targets raise or are
     skipped by the builder's ``on_empty_target`` (and counted in ``builder.stats``).
 
     ``unconditional``: each example also carries ``unconditional`` (the same target after the prompt
-    without its style line) for ``CategoryDropout`` to swap in."""
+    without its style line) for ``CategoryDropout`` to swap in. ``contrast`` (category names): each
+    example also carries ``contrast``, its target after the prompt of every other of these
+    categories, for ``CategoryContrast``."""
     out = []
     for ev, cat, text, w in zip(rows["evidence"], rows["category"], rows["text"], rows["weight"]):
         ex = builder.example(str(ev), cat if builder.use_category else None, str(text))
@@ -71,8 +74,39 @@ def tokenize_rows(rows: pd.DataFrame, builder: PromptBuilder, unconditional: boo
             item = {**ex, "weight": float(w), "category": cat}
             if unconditional:
                 item["unconditional"] = builder.unconditional_example(str(ev), ex)
+            if contrast:
+                item["contrast"] = {c: builder.example_as(str(ev), ex, c) for c in contrast if c != cat}
             out.append(item)
     return out
+
+
+class CategoryContrast:
+    """Collate wrapper: each example also enters the batch under a wrong category's prompt.
+
+    The batch gets the wrong-prompt rows after the real ones and ``contrast_pairs`` (K, 2): the row
+    of each example and of its twin. ``SFTModule`` then asks that the target be likelier under its
+    own category than under the other (``sft.category_contrast``), which is what guidance and
+    controllability need and plain likelihood does not ask for when a style is the data's default.
+    The wrong category is drawn uniformly from the others with a seeded generator."""
+
+    def __init__(self, collate, seed: int):
+        if getattr(collate, "pack", False):
+            raise ValueError("sft.category_contrast needs one example per row: set sft.packing.enabled=false")
+        self.collate = collate
+        self.gen = torch.Generator().manual_seed(int(seed) + 2)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        twins, pairs = [], []
+        for i, e in enumerate(examples):
+            others = sorted(e.get("contrast") or {})
+            if not others:  # e.g. swapped for its unconditional twin by CategoryDropout
+                continue
+            pick = others[int(torch.randint(len(others), (1,), generator=self.gen))]
+            pairs.append((i, len(examples) + len(twins)))
+            twins.append({**e["contrast"][pick], "weight": 0.0})
+        batch = self.collate(list(examples) + twins)
+        batch["contrast_pairs"] = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+        return batch
 
 
 class CategoryDropout:
@@ -97,6 +131,7 @@ class CategoryDropout:
                 if "unconditional" not in e:
                     raise ValueError("sft.category_dropout > 0 needs examples built with tokenize_rows(..., unconditional=True)")
                 e = {**e, **e["unconditional"]}
+                e.pop("contrast", None)  # no category left to contrast
             swapped.append(e)
         return self.collate(swapped)
 
@@ -182,7 +217,7 @@ class SFTDataModule:
 
     def __init__(self, examples: dict[str, list[dict]], pad_id: int, batch_size: int, eval_batch_size: int,
                  pack: bool, pack_tokens: int, seed: int, category_balance: float = 0.0,
-                 category_dropout: float = 0.0):
+                 category_dropout: float = 0.0, category_contrast: bool = False):
         self.examples = examples
         self.category_balance = float(category_balance)
         if self.category_balance:
@@ -190,6 +225,8 @@ class SFTDataModule:
                                                            self.category_balance)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.train_collate = SFTCollator(pad_id, pack=pack, pack_tokens=pack_tokens)
+        if category_contrast:
+            self.train_collate = CategoryContrast(self.train_collate, seed)
         if category_dropout:
             # Training only: validation loss stays the conditional loss, comparable across runs.
             self.train_collate = CategoryDropout(self.train_collate, category_dropout, seed)

@@ -52,6 +52,25 @@ def completion_loss(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.T
     return loss, wsum, correct, n
 
 
+def target_logprobs(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of its target tokens: log p(target | that row's prompt)."""
+    labels = labels[:, 1:]
+    keep = labels != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep]).float()
+    lp = -F.cross_entropy(logits, labels[keep], reduction="none")
+    return torch.zeros(labels.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, keep.nonzero()[:, 0], lp)
+
+
+def contrast_loss(logp: torch.Tensor, pairs: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, accuracy) of "the target is likelier under its own category than under the other".
+
+    ``pairs`` (K, 2) holds (row with the true category, row with a wrong one) for the same target;
+    the margin log p(y | c) - log p(y | c') is the generator's own log-odds for c against c', so
+    -log sigmoid(beta * margin) trains it as a style classifier of its targets."""
+    margin = logp[pairs[:, 0]] - logp[pairs[:, 1]]
+    return -F.logsigmoid(float(beta) * margin).mean(), (margin > 0).float().mean()
+
+
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The transformer body and the LM head of a causal LM (through a peft wrapper if any)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -90,15 +109,31 @@ class SFTModule(L.LightningModule):
         self.strict_loading = not self.lora
         self.val_losses: list[float] = []  # every validation's loss, for runs without checkpointing
 
-    def forward(self, batch: dict[str, torch.Tensor]):
-        body, head = decoder_and_head(self.model)
+    def _hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        body, _ = decoder_and_head(self.model)
         # LoRA layers live inside the body, so calling it directly still trains the adapters.
-        hidden = body(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                      position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
-        return completion_loss(hidden, head, batch["labels"], batch["token_weight"])
+        return body(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                    position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return completion_loss(self._hidden(batch), decoder_and_head(self.model)[1], batch["labels"], batch["token_weight"])
 
     def training_step(self, batch, batch_idx):
-        loss, _, correct, n = self(batch)
+        pairs = batch.get("contrast_pairs")
+        if pairs is None:
+            loss, _, correct, n = self(batch)
+        else:
+            # One forward for the real rows and their wrong-category twins (the rows after them).
+            hidden, head = self._hidden(batch), decoder_and_head(self.model)[1]
+            real = hidden.shape[0] - len(pairs)
+            loss, _, correct, n = completion_loss(hidden[:real], head, batch["labels"][:real], batch["token_weight"][:real])
+            self.log("train/nll", loss, on_step=True, on_epoch=False, batch_size=int(n))
+            if len(pairs):
+                cfg = self.hparams.sft.get("category_contrast") or {}
+                c_loss, c_acc = contrast_loss(target_logprobs(hidden, head, batch["labels"]), pairs, cfg.get("beta", 1.0))
+                loss = loss + float(cfg.get("weight", 0.0)) * c_loss
+                self.log("train/contrast_loss", c_loss, on_step=True, on_epoch=False, batch_size=len(pairs))
+                self.log("train/contrast_acc", c_acc, on_step=True, on_epoch=False, batch_size=len(pairs))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(n))
         self.log("train/token_acc", correct.float() / n, on_step=True, on_epoch=False, batch_size=int(n))
         return loss

@@ -41,10 +41,20 @@ def build_sft_data(cfg: DictConfig, module: SFTModule):
             part = part.iloc[: int(limit)]
         # Training examples also carry their no-style-line twin when category dropout will swap it in.
         dropout = split == "train" and float(s.get("category_dropout", 0.0)) > 0 and module.builder.use_category
-        examples[split] = tokenize_rows(part, module.builder, unconditional=dropout)
+        contrast = module.taxonomy.names if split == "train" and _contrast_weight(cfg) > 0 else ()
+        examples[split] = tokenize_rows(part, module.builder, unconditional=dropout, contrast=contrast)
         if not examples[split]:
             raise ValueError(f"no SFT examples in the {split} split; check data.split and sft.min_impressions")
     return prepared, rows, examples
+
+
+def _contrast_weight(cfg: DictConfig) -> float:
+    """sft.category_contrast.weight; a contrast needs categories in the prompt."""
+    weight = float((cfg.sft.get("category_contrast") or {}).get("weight", 0.0))
+    if weight > 0 and str(cfg.prompt.get("category", "label")) == "none":
+        raise ValueError("sft.category_contrast.weight > 0 needs categories in the prompt; "
+                         "it cannot be used with prompt.category=none (set the weight to 0)")
+    return weight
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -67,7 +77,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                        eval_batch_size=int(s.get("eval_batch_size", s.batch_size)), pack=bool(s.packing.enabled),
                        pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed),
                        category_balance=float(s.get("category_balance", 0.0)),
-                       category_dropout=float(s.get("category_dropout", 0.0)) if module.builder.use_category else 0.0)
+                       category_dropout=float(s.get("category_dropout", 0.0)) if module.builder.use_category else 0.0,
+                       category_contrast=_contrast_weight(cfg) > 0)
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

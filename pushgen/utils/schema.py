@@ -421,6 +421,12 @@ class SamplingConfig:
     guidance_scale: float = bounded(0.0, default=1.0)
 
 
+@dataclass(kw_only=True)
+class CategoryContrastConfig:
+    weight: float = bounded(0.0, default=0.0)
+    beta: float = bounded(0.0, default=1.0)
+
+
 @register_group("sft")
 @dataclass(kw_only=True)
 class SftConfig:
@@ -430,6 +436,7 @@ class SftConfig:
     max_val_examples: Optional[int] = bounded(1, default=None)
     category_balance: float = bounded(0.0, 1.0, default=0.0)
     category_dropout: float = bounded(0.0, 0.99, default=0.0)
+    category_contrast: CategoryContrastConfig = field(default_factory=CategoryContrastConfig)
     batch_size: int = bounded(1, default=16)
     eval_batch_size: int = bounded(1, default=32)
     packing: PackingConfig = field(default_factory=PackingConfig)
