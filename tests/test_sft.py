@@ -440,3 +440,46 @@ def test_category_contrast_batches_twins_and_its_loss_falls():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0] - 0.3                      # the targets became likelier under their own style
+
+
+def _tiny_sft_cfg(tmp_path, overrides):
+    data = tmp_path / "ab.parquet"
+    ab_table(n_tests=30).to_parquet(data)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="sft", overrides=["backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false",
+                                                    "sft.batch_size=4", "sft.n_samples=0", "trainer.max_epochs=1",
+                                                    "trainer.log_every_n_steps=1", "sft.min_impressions=0", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.data.path = str(data)
+        cfg.data.columns = OmegaConf.create(COLUMNS)
+        cfg.data.exclude_time = None
+        cfg.data.split = {"val": 0.2, "test": 0.2}
+    return cfg
+
+
+def test_sft_run_with_category_contrast_logs_nll_and_objective(tmp_path):
+    cfg = _tiny_sft_cfg(tmp_path, ["sft.category_contrast.weight=0.5", "sft.category_dropout=0.2"])
+    run_task(cfg, "sft")
+    csv = pd.read_csv(next((tmp_path / "run" / "csv").glob("version_*/metrics.csv")))
+    steps = csv.dropna(subset=["train/objective"])
+    assert len(steps) > 3
+    # train/loss is the likelihood alone (comparable with val/loss); the objective adds 0.5 x the contrast.
+    want = steps["train/loss"] + 0.5 * steps["train/contrast_loss"]
+    assert np.allclose(steps["train/objective"], want, atol=1e-4)
+    assert steps["train/contrast_acc"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["sft.category_contrast.weight=1", "prompt=no_category"], "prompt.category=none"),
+    (["sft.category_dropout=0.3", "prompt=no_category"], "drops the style line"),
+    (["sft.category_contrast.weight=1", "sft.category_contrast.beta=0"], "beta must be > 0"),
+    (["sft.category_contrast.weight=1", "sft.packing.enabled=true"], "packing.enabled=false"),
+])
+def test_category_options_that_cannot_work_fail_before_loading_anything(tmp_path, overrides, match):
+    cfg = _tiny_sft_cfg(tmp_path, overrides)
+    with open_dict(cfg):
+        cfg.data.path = str(tmp_path / "no_such_file.parquet")  # reached only if the check came too late
+    with pytest.raises(ValueError, match=match):
+        run_task(cfg, "sft")

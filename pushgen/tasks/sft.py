@@ -40,7 +40,7 @@ def build_sft_data(cfg: DictConfig, module: SFTModule):
         if limit:
             part = part.iloc[: int(limit)]
         # Training examples also carry their no-style-line twin when category dropout will swap it in.
-        dropout = split == "train" and float(s.get("category_dropout", 0.0)) > 0 and module.builder.use_category
+        dropout = split == "train" and float(s.get("category_dropout", 0.0)) > 0
         contrast = module.taxonomy.names if split == "train" and _contrast_weight(cfg) > 0 else ()
         examples[split] = tokenize_rows(part, module.builder, unconditional=dropout, contrast=contrast)
         if not examples[split]:
@@ -49,18 +49,35 @@ def build_sft_data(cfg: DictConfig, module: SFTModule):
 
 
 def _contrast_weight(cfg: DictConfig) -> float:
-    """sft.category_contrast.weight; a contrast needs categories in the prompt."""
-    weight = float((cfg.sft.get("category_contrast") or {}).get("weight", 0.0))
-    if weight > 0 and str(cfg.prompt.get("category", "label")) == "none":
-        raise ValueError("sft.category_contrast.weight > 0 needs categories in the prompt; "
-                         "it cannot be used with prompt.category=none (set the weight to 0)")
-    return weight
+    return float((cfg.sft.get("category_contrast") or {}).get("weight", 0.0))
+
+
+def check_category_options(cfg: DictConfig, n_categories: int) -> None:
+    """Settings of category dropout and contrast that would train something else than asked, named
+    before any model or data is loaded."""
+    s = cfg.sft
+    no_category = str(cfg.prompt.get("category", "label")) == "none"
+    if float(s.get("category_dropout", 0.0)) > 0 and no_category:
+        raise ValueError("sft.category_dropout > 0 drops the style line, but prompt.category=none has none; "
+                         "set sft.category_dropout=0 or use prompt.category=label")
+    if _contrast_weight(cfg) > 0:
+        if no_category:
+            raise ValueError("sft.category_contrast.weight > 0 needs categories in the prompt; "
+                             "it cannot be used with prompt.category=none (set the weight to 0)")
+        if float(s.category_contrast.get("beta", 1.0)) <= 0:
+            raise ValueError(f"sft.category_contrast.beta must be > 0 (got {s.category_contrast.beta}): at 0 the "
+                             "contrast has no gradient and only adds log 2 to the loss")
+        if bool(s.packing.enabled):
+            raise ValueError("sft.category_contrast needs one example per row: set sft.packing.enabled=false")
+        if n_categories < 2:
+            raise ValueError(f"sft.category_contrast needs at least two categories in the taxonomy (it has {n_categories})")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)
+    check_category_options(cfg, len(cfg.taxonomy.categories))
     module = SFTModule(backbone=to_plain(cfg.backbone), prompt=to_plain(cfg.prompt), sft=to_plain(cfg.sft),
                        taxonomy=to_plain(cfg.taxonomy))
     prepared, rows, examples = build_sft_data(cfg, module)
@@ -77,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                        eval_batch_size=int(s.get("eval_batch_size", s.batch_size)), pack=bool(s.packing.enabled),
                        pack_tokens=int(s.packing.max_tokens), seed=int(cfg.seed),
                        category_balance=float(s.get("category_balance", 0.0)),
-                       category_dropout=float(s.get("category_dropout", 0.0)) if module.builder.use_category else 0.0,
+                       category_dropout=float(s.get("category_dropout", 0.0)),
                        category_contrast=_contrast_weight(cfg) > 0)
     loggers = _build_loggers(cfg, out)
     for lg in loggers:
