@@ -136,7 +136,7 @@ def test_cached_conversion_converts_once(tmp_path):
 
 @pytest.mark.parametrize("over", [["backbone=smollm2"], ["backbone=qwen2.5_0.5b"], ["backbone=qwen2.5_1.5b"],
                                   ["backbone=qwen2.5_7b"], ["backbone=llama3.2_1b"], ["experiment=fig3_backbones"],
-                                  ["experiment=sft_smollm2_cpu"], ["prompt=no_category"],
+                                  ["experiment=sft_smollm2_cpu"], ["experiment=sft_smollm2_controllable"], ["prompt=no_category"],
                                   ["debug=sft_fast"]])
 def test_sft_configs_compose(over):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
