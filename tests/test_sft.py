@@ -150,15 +150,14 @@ def test_sft_configs_compose(over):
     assert cfg.data == reward.data and cfg.seed == reward.seed  # the same split as the reward model
 
 
-def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
+def _tiny_sft_cfg(tmp_path, overrides):
+    """sft.yaml on a tiny random Llama and a synthetic A/B table, writing into tmp_path/run."""
     data = tmp_path / "ab.parquet"
     ab_table(n_tests=30).to_parquet(data)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="sft", overrides=[
-            "backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false", "sft.optim.lr=5e-3", "sft.batch_size=4",
-            "sft.n_samples=3", "sft.sampling.max_new_tokens=6", "trainer.max_epochs=4", "trainer.val_check_interval=1.0",
-            "trainer.log_every_n_steps=1", "sft.min_impressions=0", "seed=0", "sft.category_balance=1.0",
-            "sft.category_dropout=0.2"])
+        cfg = compose(config_name="sft", overrides=["backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false",
+                                                    "sft.batch_size=4", "trainer.log_every_n_steps=1",
+                                                    "sft.min_impressions=0", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
@@ -166,6 +165,13 @@ def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
         cfg.data.columns = OmegaConf.create(COLUMNS)
         cfg.data.exclude_time = None
         cfg.data.split = {"val": 0.2, "test": 0.2}
+    return cfg
+
+
+def test_tiny_sft_run_loss_falls_and_writes_samples_and_generator(tmp_path):
+    cfg = _tiny_sft_cfg(tmp_path, ["sft.optim.lr=5e-3", "sft.n_samples=3", "sft.sampling.max_new_tokens=6",
+                                   "trainer.max_epochs=4", "trainer.val_check_interval=1.0", "seed=0",
+                                   "sft.category_balance=1.0", "sft.category_dropout=0.2"])
     metrics = run_task(cfg, "sft")
     out = tmp_path / "run"
     csv = pd.read_csv(next((out / "csv").glob("version_*/metrics.csv")))
@@ -442,25 +448,9 @@ def test_category_contrast_batches_twins_and_its_loss_falls():
     assert losses[-1] < losses[0] - 0.3                      # the targets became likelier under their own style
 
 
-def _tiny_sft_cfg(tmp_path, overrides):
-    data = tmp_path / "ab.parquet"
-    ab_table(n_tests=30).to_parquet(data)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="sft", overrides=["backbone=tiny_llama", "logger=csv", "sft.lora.enabled=false",
-                                                    "sft.batch_size=4", "sft.n_samples=0", "trainer.max_epochs=1",
-                                                    "trainer.log_every_n_steps=1", "sft.min_impressions=0", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-        cfg.data.path = str(data)
-        cfg.data.columns = OmegaConf.create(COLUMNS)
-        cfg.data.exclude_time = None
-        cfg.data.split = {"val": 0.2, "test": 0.2}
-    return cfg
-
-
 def test_sft_run_with_category_contrast_logs_nll_and_objective(tmp_path):
-    cfg = _tiny_sft_cfg(tmp_path, ["sft.category_contrast.weight=0.5", "sft.category_dropout=0.2"])
+    cfg = _tiny_sft_cfg(tmp_path, ["sft.n_samples=0", "trainer.max_epochs=1", "sft.category_contrast.weight=0.5",
+                                   "sft.category_dropout=0.2"])
     run_task(cfg, "sft")
     csv = pd.read_csv(next((tmp_path / "run" / "csv").glob("version_*/metrics.csv")))
     steps = csv.dropna(subset=["train/objective"])
