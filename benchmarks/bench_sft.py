@@ -1,8 +1,10 @@
 """Generator SFT speed: target tokens/s and all tokens/s, packed vs padded batches, real Upworthy examples.
 
 Same examples, same batch size, same model (fp32, full fine-tuning, AdamW): packing only removes pad
-tokens, so the difference is the cost of padding. Default backbone: stories260K (fast); pass a
-backbone config name to time another, e.g. `python benchmarks/bench_sft.py 10 smollm2`.
+tokens, so the difference is the cost of padding. A third line times the padded batches with the
+category contrast (`sft.category_contrast.weight=1`: each example's wrong-category twin in the same
+forward, plus the pairwise loss), so its s/step against the padded line is the contrast's cost.
+Default backbone: stories260K (fast); pass a backbone config name to time another, e.g. `python benchmarks/bench_sft.py 10 smollm2`.
 Usage: python benchmarks/bench_sft.py [STEPS] [BACKBONE]
 """
 
@@ -17,7 +19,7 @@ from omegaconf import open_dict
 
 from pushgen.categories.labelers import build_labeler
 from pushgen.data.pipeline import prepare
-from pushgen.data.sft import SFTCollator, label_rows, sft_rows, tokenize_rows
+from pushgen.data.sft import CategoryContrast, SFTCollator, label_rows, sft_rows, tokenize_rows
 from pushgen.modules.sft_module import SFTModule
 from pushgen.utils.config import to_plain
 
@@ -25,13 +27,15 @@ from pushgen.utils.config import to_plain
 def run(module: SFTModule, batches: list[dict]) -> tuple[float, int, int]:
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
     module.train()
-    module(batches[0])[0].backward()  # warm-up, not timed
+    module.training_step(batches[0], 0).backward()  # warm-up, not timed
     opt.zero_grad()
     targets = tokens = 0
     with Timer() as t:
-        for b in batches:
-            loss, _, _, n = module(b)
-            loss.backward()
+        for i, b in enumerate(batches):
+            # training_step, not forward: the category contrast lives there.
+            module.training_step(b, i).backward()
+            real = len(b["labels"]) - len(b.get("contrast_pairs", ()))  # the contrast's twins are not targets
+            n = int((b["labels"][:real, 1:] != -100).sum())
             opt.step()
             opt.zero_grad()
             targets += int(n)
@@ -42,7 +46,8 @@ def run(module: SFTModule, batches: list[dict]) -> tuple[float, int, int]:
 def main(steps: int, backbone: str) -> None:
     torch.set_num_threads(2)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="sft", overrides=[f"backbone={backbone}", "sft.lora.enabled=false"])
+        cfg = compose(config_name="sft", overrides=[f"backbone={backbone}", "sft.lora.enabled=false",
+                                                    "sft.category_contrast.weight=1.0"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(REPO / "logs" / "bench")
     module = SFTModule(backbone=to_plain(cfg.backbone), prompt=to_plain(cfg.prompt), sft=to_plain(cfg.sft),
@@ -50,11 +55,13 @@ def main(steps: int, backbone: str) -> None:
     prepared = prepare(cfg.data, seed=int(cfg.seed))
     rows = sft_rows(prepared.pooled, min_impressions=int(cfg.sft.min_impressions))
     rows = label_rows(rows[rows["split"] == "train"].head(16 * (steps + 1)), build_labeler(to_plain(cfg.labeler), module.taxonomy))
-    examples = tokenize_rows(rows, module.builder)
+    examples = tokenize_rows(rows, module.builder, contrast=module.taxonomy.names)
     bs = int(cfg.sft.batch_size)
     chunks = [examples[i:i + bs] for i in range(0, bs * (steps + 1), bs)]
     pad = module.tokenizer.pad_token_id
-    for name, collate in (("padded", SFTCollator(pad, pack=False)), ("packed", SFTCollator(pad, pack=True, pack_tokens=int(cfg.sft.packing.max_tokens)))):
+    padded = SFTCollator(pad, pack=False)
+    for name, collate in (("padded", padded), ("packed", SFTCollator(pad, pack=True, pack_tokens=int(cfg.sft.packing.max_tokens))),
+                          ("padded + category contrast", CategoryContrast(padded, seed=int(cfg.seed)))):
         batches = [collate(c) for c in chunks]
         seconds, targets, tokens = run(module, batches)
         print(f"{backbone} {name}: {steps + 1} steps x {bs} examples, {targets / seconds:.0f} target tokens/s, "
