@@ -11,6 +11,7 @@ Usage: python benchmarks/bench_sft.py [STEPS] [BACKBONE]
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 from _common import REPO, Timer
@@ -45,6 +46,8 @@ def run(module: SFTModule, batches: list[dict]) -> tuple[float, int, int]:
 
 def main(steps: int, backbone: str) -> None:
     torch.set_num_threads(2)
+    # training_step logs through self.log, which has no Trainer to log to here.
+    warnings.filterwarnings("ignore", message=".*self.trainer. reference is not registered")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="sft", overrides=[f"backbone={backbone}", "sft.lora.enabled=false",
                                                     "sft.category_contrast.weight=1.0"])

@@ -47,9 +47,9 @@ def export_checkpoint(run_dir: str | Path, ckpt: str | Path, out: str | Path | N
     expected = {k for k in own if "lora_" in k} if any("lora_" in k for k in own) else set(own)
     if set(state) != expected:
         extra, missing = sorted(set(state) - expected), sorted(expected - set(state))
-        raise CheckpointMismatch(f"{ckpt} does not fit the generator of {run_dir}: "
-                                 f"{len(missing)} tensor(s) missing (e.g. {missing[:2]}), "
-                                 f"{len(extra)} unexpected (e.g. {extra[:2]})")
+        parts = [f"{len(names)} tensor(s) {what} (e.g. {names[:2]})"
+                 for what, names in (("missing", missing), ("unexpected", extra)) if names]
+        raise CheckpointMismatch(f"{ckpt} does not fit the generator of {run_dir}: {', '.join(parts)}")
     model.load_state_dict(state, strict=False)
 
     # The run's data and SFT counts hold for every checkpoint; its best_ckpt / best_val_loss do not.
