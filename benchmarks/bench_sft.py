@@ -4,7 +4,8 @@ Same examples, same batch size, same model (fp32, full fine-tuning, AdamW): pack
 tokens, so the difference is the cost of padding. A third line times the padded batches with the
 category contrast (`sft.category_contrast.weight=1`: each example's wrong-category twin in the same
 forward, plus the pairwise loss), so its s/step against the padded line is the contrast's cost.
-Default backbone: stories260K (fast); pass a backbone config name to time another, e.g. `python benchmarks/bench_sft.py 10 smollm2`.
+Default backbone: stories260K (fast); pass a backbone config name to time another, e.g.
+`python benchmarks/bench_sft.py 10 smollm2`.
 Usage: python benchmarks/bench_sft.py [STEPS] [BACKBONE]
 """
 
@@ -30,17 +31,16 @@ def run(module: SFTModule, batches: list[dict]) -> tuple[float, int, int]:
     module.train()
     module.training_step(batches[0], 0).backward()  # warm-up, not timed
     opt.zero_grad()
-    targets = tokens = 0
+    # Counted before the clock starts; the contrast's twin rows (after the real ones) are not targets.
+    targets = sum(int((b["labels"][:len(b["labels"]) - len(b.get("contrast_pairs", ())), 1:] != -100).sum())
+                  for b in batches)
+    tokens = sum(int(b["input_ids"].numel()) for b in batches)
     with Timer() as t:
         for i, b in enumerate(batches):
             # training_step, not forward: the category contrast lives there.
             module.training_step(b, i).backward()
-            real = len(b["labels"]) - len(b.get("contrast_pairs", ()))  # the contrast's twins are not targets
-            n = int((b["labels"][:real, 1:] != -100).sum())
             opt.step()
             opt.zero_grad()
-            targets += int(n)
-            tokens += int(b["input_ids"].numel())
     return t.seconds, targets, tokens
 
 
